@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:
+#   make install   Python packages into .venv + local Grid Engine, SLURM and sshd
+#   make test      brings the local services up (idempotent) and runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: install venv services test unit lint bench demo
+
+install: venv services
+
+venv:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+
+services:
+	bash services/up.sh
+
+test: services
+	$(PY) -m ruff check .
+	$(PY) -m pytest -ra
+
+unit:
+	$(PY) -m pytest -ra tests/unit
+
+lint:
+	$(PY) -m ruff check .

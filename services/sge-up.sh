@@ -1,0 +1,235 @@
+#!/bin/bash
+# sge-up.sh - bring up a single-host Son of Grid Engine 8.1.9 cluster from Debian 12
+# packages, without systemd, as root, non-interactively. Idempotent: re-running it
+# on a working cluster only re-checks/re-applies config (takes ~1 s).
+#
+# Result: sge_qmaster + sge_execd running on $(hostname), queue all.q with
+# $SGE_SLOTS slots, PE "smp", root jobs allowed (min_uid/min_gid=0), scheduler
+# interval 1 s, accounting flushed every 1 s (qacct usable right after a job ends).
+# Clients (qsub/qstat/qdel/qacct) work without any env vars (Debian defaults to
+# SGE_ROOT=/var/lib/gridengine, SGE_CELL=default).
+set -euo pipefail
+
+SGE_SLOTS=${SGE_SLOTS:-16}          # oversubscribed on purpose: test drones mostly sleep
+SGE_SMOKE=${SGE_SMOKE:-1}                 # 1: finish with a qsub -sync y smoke test
+export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
+COMMON=$SGE_ROOT/$SGE_CELL/common
+QM_PIDFILE=/var/spool/gridengine/qmaster/qmaster.pid
+H=$(hostname)
+T0=$(date +%s.%N)
+log() { printf '[sge-up %6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
+die() { log "ERROR: $*"; exit 1; }
+
+# pid from pidfile $1 if that process exists, is named $2 and is not a zombie (killed
+# daemons can stay zombies for a while when PID 1 is not a real init)
+alive() { local pid; pid=$(cat "$1" 2>/dev/null) || return 1
+          [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$2" ] &&
+          ! grep -q '^State:[[:space:]]*Z' /proc/"$pid"/status 2>/dev/null && echo "$pid"; }
+gone() { [ ! -d /proc/"$1" ] || grep -q '^State:[[:space:]]*Z' /proc/"$1"/status 2>/dev/null; }
+wait_for() { local secs=$1; shift; local i
+             for ((i = 0; i < secs * 5; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+             return 1; }
+qm_ok() { qconf -sh; }
+execd_pidfile() { ls /var/spool/gridengine/execd/*/execd.pid 2>/dev/null | head -n1; }
+execd_reports_load() { qhost -h "$H" -xml | grep "name='load_avg'>[0-9]" >/dev/null; }
+qc() { local o; o=$(qconf "$@" 2>&1) || { echo "$o" >&2; die "qconf $* failed"; }; }   # quiet qconf
+
+# ---------------------------------------------------------------- 1. packages
+PKGS="gridengine-master gridengine-exec gridengine-client"
+if [ "$(dpkg-query -W -f='${Status}\n' $PKGS 2>/dev/null | grep -c 'install ok installed')" != 3 ]; then
+    log "installing $PKGS"
+    debconf-set-selections <<EOF
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string $SGE_CELL
+gridengine-common shared/gridenginemaster string $H
+EOF
+    # Don't let the packages' init scripts start the daemons (they would come up
+    # before host_aliases exists). Debian docker-style images already ship a
+    # policy-rc.d that returns 101; add a temporary one only if there is none.
+    TMP_POLICY=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; TMP_POLICY=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends $PKGS </dev/null; then
+        apt-get update -q </dev/null
+        apt-get install -y -q --no-install-recommends $PKGS </dev/null
+    fi
+    [ "$TMP_POLICY" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    log "packages installed"
+fi
+
+# the master postinst runs init_cluster only on first install; redo it if the spool is gone
+if [ ! -e /var/spool/gridengine/spooldb/sge ]; then
+    log "initialising cluster spool"
+    for d in /var/spool/gridengine/qmaster/job_scripts /var/spool/gridengine/spooldb /var/spool/gridengine/execd $COMMON; do
+        mkdir -p "$d"; chown sgeadmin:sgeadmin "$d"
+    done
+    [ -e $COMMON/bootstrap ] || install -m0644 -o sgeadmin -g sgeadmin /usr/share/gridengine/default-bootstrap $COMMON/bootstrap
+    su -s /bin/sh -c "/usr/share/gridengine/scripts/init_cluster $SGE_ROOT $SGE_CELL /var/spool/gridengine/spooldb sgeadmin" sgeadmin
+fi
+
+# ------------------------------------------------- 2. host name resolution fix
+# gethostname() gives "$H", but $H's address (127.0.0.1 here) reverse-resolves to
+# "localhost"; qmaster then rejects every client with "access denied (client IP
+# resolved to host name "localhost". This is not identical to clients host name
+# "vm")". host_aliases makes SGE treat those names as the same host.
+if ! getent hosts "$H" >/dev/null; then      # SGE cannot work if the host name does not resolve
+    echo "127.0.1.1 $H" >> /etc/hosts; log "added '127.0.1.1 $H' to /etc/hosts"
+fi
+ALIASES=$(set +o pipefail; for ip in $(getent ahostsv4 "$H" | awk '{print $1}' | sort -u); do
+              getent hosts "$ip" | cut -d' ' -f2- ; done | tr ' \t' '\n\n' | grep -v '^$' | grep -vxF "$H" | sort -u | tr '\n' ' ')
+ALIASES=${ALIASES% }
+if [ -n "$ALIASES" ]; then
+    NEW="$H $ALIASES"
+    if [ "$(cat $COMMON/host_aliases 2>/dev/null)" != "$NEW" ]; then
+        echo "$NEW" > $COMMON/host_aliases; chown sgeadmin:sgeadmin $COMMON/host_aliases
+        log "host_aliases: $NEW"
+        # qmaster only reads host_aliases at start-up
+        if pid=$(alive $QM_PIDFILE sge_qmaster); then kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"; fi
+    fi
+fi
+echo "$H" > $COMMON/act_qmaster; chown sgeadmin:sgeadmin $COMMON/act_qmaster
+
+# ------------------------------------------------------------- 3. sge_qmaster
+if pid=$(alive $QM_PIDFILE sge_qmaster) && qm_ok >/dev/null 2>&1; then
+    log "sge_qmaster already running (pid $pid)"
+else
+    if [ -n "${pid:-}" ]; then kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"; fi
+    # After an unclean stop (SIGKILL) qmaster "guesses" the next job number from the
+    # jobs still in its DB, so ids of finished jobs get reused (qacct -j N then shows
+    # two jobs). Make sure numbering continues after the highest id in the accounting.
+    SEQ=/var/spool/gridengine/qmaster/jobseqnum
+    MAXACCT=$(awk -F: '!/^#/ && $6+0 > m {m = $6+0} END {print m+0}' $COMMON/accounting 2>/dev/null || echo 0)
+    if [ "${MAXACCT:-0}" -gt "$(cat $SEQ 2>/dev/null || echo 0)" ]; then
+        echo "$MAXACCT" > $SEQ; chown sgeadmin:sgeadmin $SEQ
+    fi
+    log "starting sge_qmaster"
+    (cd / && /usr/sbin/sge_qmaster)      # daemonizes, drops to sgeadmin
+    wait_for 60 qm_ok || { tail -20 /var/spool/gridengine/qmaster/messages; die "qmaster not answering"; }
+    log "sge_qmaster up (pid $(cat $QM_PIDFILE))"
+fi
+
+# ------------------------------------------------------------ 4. configuration
+CFG=$(mktemp -d); trap 'rm -rf "$CFG"' EXIT
+CONF_CHANGED=0
+# global config: allow root jobs (Debian default min_uid/min_gid=1000 rejects them),
+# flush accounting every second. -Mconf takes file names that are config names.
+qconf -sconf global | sed -e '/^#/d' > "$CFG/current"
+sed -e 's/^min_uid .*/min_uid                      0/' \
+    -e 's/^min_gid .*/min_gid                      0/' \
+    -e 's/flush_time=[0-9:]*/flush_time=00:00:01/' "$CFG/current" > "$CFG/global"
+if ! cmp -s "$CFG/current" "$CFG/global"; then
+    (cd "$CFG" && qc -Mconf global); CONF_CHANGED=1
+fi
+# scheduler: run every second instead of every 15 s
+qconf -ssconf > "$CFG/sconf.cur"
+sed -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
+    -e 's/^flush_submit_sec .*/flush_submit_sec                  1/' \
+    -e 's/^flush_finish_sec .*/flush_finish_sec                  1/' "$CFG/sconf.cur" > "$CFG/sconf"
+cmp -s "$CFG/sconf.cur" "$CFG/sconf" || qc -Msconf "$CFG/sconf"
+# host group
+printf 'group_name @allhosts\nhostlist %s\n' "$H" > "$CFG/hgrp"
+if qconf -shgrp @allhosts >/dev/null 2>&1; then qc -Mhgrp "$CFG/hgrp"; else qc -Ahgrp "$CFG/hgrp"; fi
+# parallel environment "smp" (all slots on one host): qsub -pe smp N
+cat > "$CFG/pe" <<'EOF'
+pe_name            smp
+slots              9999
+user_lists         NONE
+xuser_lists        NONE
+start_proc_args    NONE
+stop_proc_args     NONE
+allocation_rule    $pe_slots
+control_slaves     FALSE
+job_is_first_task  TRUE
+urgency_slots      min
+accounting_summary FALSE
+qsort_args         NONE
+EOF
+if qconf -sp smp >/dev/null 2>&1; then qc -Mp "$CFG/pe"; else qc -Ap "$CFG/pe"; fi
+# queue all.q (notify=5s: with qsub -notify, qdel sends SIGUSR2 and qmod -sj SIGUSR1
+# 5 s before SIGKILL/SIGSTOP)
+cat > "$CFG/q" <<EOF
+qname                 all.q
+hostlist              @allhosts
+seq_no                0
+load_thresholds       NONE
+suspend_thresholds    NONE
+nsuspend              1
+suspend_interval      00:05:00
+priority              0
+min_cpu_interval      00:05:00
+processors            UNDEFINED
+qtype                 BATCH INTERACTIVE
+ckpt_list             NONE
+pe_list               smp
+rerun                 FALSE
+slots                 $SGE_SLOTS
+tmpdir                /tmp
+shell                 /bin/bash
+prolog                NONE
+epilog                NONE
+shell_start_mode      posix_compliant
+starter_method        NONE
+suspend_method        NONE
+resume_method         NONE
+terminate_method      NONE
+notify                00:00:05
+owner_list            NONE
+user_lists            NONE
+xuser_lists           NONE
+subordinate_list      NONE
+complex_values        NONE
+projects              NONE
+xprojects             NONE
+calendar              NONE
+initial_state         default
+s_rt                  INFINITY
+h_rt                  INFINITY
+s_cpu                 INFINITY
+h_cpu                 INFINITY
+s_fsize               INFINITY
+h_fsize               INFINITY
+s_data                INFINITY
+h_data                INFINITY
+s_stack               INFINITY
+h_stack               INFINITY
+s_core                INFINITY
+h_core                INFINITY
+s_rss                 INFINITY
+h_rss                 INFINITY
+s_vmem                INFINITY
+h_vmem                INFINITY
+EOF
+if qconf -sq all.q >/dev/null 2>&1; then qc -Mq "$CFG/q"; else qc -Aq "$CFG/q"; fi
+qconf -ss 2>/dev/null | grep -xF "$H" >/dev/null || qc -as "$H"      # submit host (admin host is automatic)
+log "configuration applied"
+
+# --------------------------------------------------------------- 5. sge_execd
+EPF=$(execd_pidfile || true)
+if pid=$(alive "${EPF:-/nonexistent}" sge_execd); then
+    if [ "$CONF_CHANGED" = 1 ]; then
+        # execd caches the global config (min_uid) - restart it so root jobs don't go to Eqw
+        log "restarting sge_execd (pid $pid) to pick up new global config"
+        kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"
+        pid=""
+    else
+        log "sge_execd already running (pid $pid)"
+    fi
+fi
+if [ -z "${pid:-}" ]; then
+    log "starting sge_execd"
+    (cd / && /usr/sbin/sge_execd)        # registers itself as exec host (host is an admin host)
+    wait_for 60 execd_reports_load || die "execd did not report to qmaster"
+    log "sge_execd up (pid $(cat "$(execd_pidfile)"))"
+fi
+# clear a possible error state left over from an earlier broken run
+qmod -c "all.q@$H" >/dev/null 2>&1 || true
+wait_for 30 execd_reports_load || die "execd not reporting"
+
+# ---------------------------------------------------------------- 6. smoke test
+if [ "$SGE_SMOKE" = 1 ]; then
+    out=$(cd /tmp && qsub -sync y -b y -j y -o /dev/null -N sge-up-smoke /bin/true 2>&1) || { echo "$out"; die "smoke test job failed"; }
+    log "smoke test ok: $(echo "$out" | tail -n1)"
+fi
+log "ready: qmaster pid $(cat $QM_PIDFILE), execd pid $(cat "$(execd_pidfile)"), host $H"
