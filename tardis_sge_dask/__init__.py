@@ -1,0 +1,3 @@
+"""Elastic COBalD/TARDIS drones on Grid Engine and SLURM for Dask users."""
+
+__version__ = "0.1.0"
