@@ -1,0 +1,124 @@
+"""The factory pool behind each machine type: a COBalD ``FactoryPool`` that also lets go of
+drones still queued in the batch system.
+
+Stock ``FactoryPool`` (cobald 0.14) shrinks only when ``supply > demand``. A drone that is
+still queued at the site has supply 0, so with demand at 0 queued drones were never
+released: measured on Grid Engine, they stayed queued and were drained only after they had
+started. Here the comparison is against the demand already *committed* to the children,
+and queued drones are the first to go, busy ones the last. A released queued drone gets
+demand 0, which TARDIS's ``BootingState`` turns into a cancellation at the site.
+
+The factory interval is a constructor argument (stock TARDIS hard-codes the 30 s default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from cobald.composite.factory import FactoryPool
+from cobald.interfaces import Pool
+
+logger = logging.getLogger("cobald.runtime.tardis_sge_dask.pool")
+
+
+def release_order(child: Pool) -> tuple[bool, float, float]:
+    """Sort key for children to release: queued first, then idle, then the least busy."""
+    return (child.supply > 0, child.allocation, child.utilisation)
+
+
+# Not re-decorated with @service: FactoryPool already is (trio flavour) and a second
+# decoration would register the same instance to run twice.
+class ElasticFactoryPool(FactoryPool):
+    """Factory pool that grows and shrinks its drones to the demand within one interval.
+
+    :param children: drones restored from a registry
+    :param factory: callable creating a new drone already set to its demand
+    :param interval: seconds between adjustments
+    :param machine_type: name of the machine type the drones belong to (discovered from
+        the factory's ``site_agent`` when not given)
+    :param site_name: name of the site (discovered likewise)
+    """
+
+    def __init__(
+        self,
+        *children: Pool,
+        factory: Callable[[], Pool],
+        interval: float = 30,
+        machine_type: str | None = None,
+        site_name: str | None = None,
+    ):
+        super().__init__(*children, factory=factory, interval=interval)
+        site_agent = getattr(factory, "keywords", {}).get("site_agent")
+        self.machine_type = machine_type or getattr(site_agent, "machine_type", None)
+        self.site_name = site_name or getattr(site_agent, "site_name", None)
+        self._site_agent = site_agent
+
+    @property
+    def machine_meta_data(self) -> dict[str, Any] | None:
+        """Cores / Memory (GB) / Disk (GB) [/ GPUs] of one drone of this machine type."""
+        if self._site_agent is None:
+            return None
+        try:
+            return dict(self._site_agent.machine_meta_data)
+        except Exception:  # noqa: BLE001 - a misconfigured site must not break accounting
+            return None
+
+    @property
+    def drones(self) -> list[Pool]:
+        """Children still meant to provide resources (not yet released)."""
+        return list(self._hatchery)
+
+    @property
+    def committed(self) -> float:
+        """Demand already asked of the children that are not being released."""
+        return sum(child.demand for child in self._hatchery)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            self.adjust()
+
+    def adjust(self) -> None:
+        """Bring the children in line with the demand (one factory step)."""
+        demand = self.demand
+        if self.committed > demand:
+            self._shrink(target=demand)
+        else:
+            self._grow(target=demand)
+
+    def _shrink(self, target: float) -> None:
+        excess = self.committed - target
+        released = 0
+        for child in sorted(self._hatchery, key=release_order):
+            if excess <= 0:
+                break
+            if child.demand <= excess:
+                excess -= child.demand
+                queued = child.supply <= 0
+                self._release_child(child)
+                released += 1
+                logger.debug("released %s drone %r", "queued" if queued else "running", child)
+        if released:
+            logger.info(
+                "%s: released %d drone(s), demand %s, committed %s",
+                self.machine_type or "pool",
+                released,
+                target,
+                self.committed,
+            )
+        self._reap_children()
+
+    def _grow(self, target: float) -> None:
+        missing = target - sum(child.demand for child in self.children)
+        while missing > 0:
+            child = self.factory()
+            if child.demand <= 0:
+                # stock FactoryPool asserts here, which would abort the daemon
+                logger.error("factory produced a child without demand; not growing")
+                return
+            self._hatchery.add(child)
+            missing -= child.demand
+        self._reap_children()
