@@ -1,0 +1,460 @@
+#!/bin/bash
+# tardis-sge-dask drone pilot: the StartupCommand of a drone's batch job.
+#
+# It turns the batch job into an overlay resource: a Dask worker (PILOT_MODE=dask) or an
+# HTCondor startd joining the overlay pool (PILOT_MODE=htcondor), optionally inside the
+# drone image with CVMFS, and leaves gracefully when the batch system warns it.
+# docs/pilot.md lists every PILOT_* setting, the steps and the exit codes.
+#
+# The job script is this file preceded by `export` lines (sites/jobscript.py) and is
+# spooled by the batch system: nothing next to it exists on the node, and only bash and
+# coreutils are assumed on the host.
+
+set -u
+umask 077
+
+readonly EXIT_OK=0
+readonly EXIT_ENVIRONMENT=10
+readonly EXIT_NO_RUNTIME=11
+readonly EXIT_NO_CVMFS=12
+readonly EXIT_TOKEN=13
+readonly EXIT_HEALTH=14
+readonly EXIT_PAYLOAD=15
+
+PILOT_STARTED=$SECONDS
+SCRATCH=""
+PAYLOAD_PID=""
+DRAINING=0
+CVMFS_MODE=none
+CVMFS_HOST_ROOT=""
+CVMFS_MOUNTED=()
+WRAPPER=()
+RUNTIME=""
+
+log() {
+    printf '%s drone-pilot: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"
+}
+
+# Every failure leaves exactly one line on stderr, so `qacct`/the job's .e file tells why.
+die() {
+    local code=$1
+    shift
+    printf 'drone-pilot: error: %s\n' "$*" >&2
+    exit "$code"
+}
+
+is_true() {
+    case "${1,,}" in
+        1 | true | yes | on) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+require_positive_int() {
+    local name=$1 value=${!1-}
+    [[ -n $value ]] || die "$EXIT_ENVIRONMENT" "$name is not set"
+    [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] \
+        || die "$EXIT_ENVIRONMENT" "$name='$value' is not a positive integer"
+}
+
+# ---------------------------------------------------------------- settings
+read_settings() {
+    require_positive_int TardisDroneCores
+    require_positive_int TardisDroneMemory
+    require_positive_int TardisDroneDisk
+    [[ -n ${TardisDroneUuid-} ]] || die "$EXIT_ENVIRONMENT" "TardisDroneUuid is not set"
+    [[ $TardisDroneUuid =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] \
+        || die "$EXIT_ENVIRONMENT" "TardisDroneUuid='$TardisDroneUuid' has characters a name cannot have"
+
+    PILOT_MODE=${PILOT_MODE:-dask}
+    PILOT_CONTAINER=${PILOT_CONTAINER:-none}
+    PILOT_CONTAINER_RUNTIME=${PILOT_CONTAINER_RUNTIME:-auto}
+    PILOT_PYTHON=${PILOT_PYTHON:-python3}
+    PILOT_CVMFS_ROOT=${PILOT_CVMFS_ROOT:-/cvmfs}
+    PILOT_CVMFS_REPOSITORIES=${PILOT_CVMFS_REPOSITORIES:-}
+    PILOT_CVMFS_REQUIRED=${PILOT_CVMFS_REQUIRED:-true}
+    PILOT_CVMFSEXEC=${PILOT_CVMFSEXEC:-}
+    PILOT_TOKEN_FILE=${PILOT_TOKEN_FILE:-}
+    PILOT_X509_PROXY=${PILOT_X509_PROXY:-}
+    PILOT_BINDS=${PILOT_BINDS:-}
+    PILOT_CHECK_GFAL2=${PILOT_CHECK_GFAL2:-auto}
+    PILOT_CHECK_DISK=${PILOT_CHECK_DISK:-true}
+    PILOT_LIFETIME_MARGIN=${PILOT_LIFETIME_MARGIN:-300}
+    PILOT_IDLE_TIMEOUT=${PILOT_IDLE_TIMEOUT:-600}
+    PILOT_RETIRE_TIMEOUT=${PILOT_RETIRE_TIMEOUT:-30}
+    PILOT_DASK_DEATH_TIMEOUT=${PILOT_DASK_DEATH_TIMEOUT:-300}
+    PILOT_DASK_WORKER_OPTIONS=${PILOT_DASK_WORKER_OPTIONS:-}
+    PILOT_WALLTIME=${PILOT_WALLTIME:-}
+    PILOT_BATCH_SYSTEM=${PILOT_BATCH_SYSTEM:-local}
+
+    local name
+    for name in PILOT_LIFETIME_MARGIN PILOT_IDLE_TIMEOUT PILOT_RETIRE_TIMEOUT \
+        PILOT_DASK_DEATH_TIMEOUT; do
+        [[ ${!name} =~ ^[0-9]+$ ]] || die "$EXIT_ENVIRONMENT" "$name='${!name}' is not a number of seconds"
+    done
+    if [[ -n $PILOT_WALLTIME ]]; then
+        [[ $PILOT_WALLTIME =~ ^[0-9]+$ ]] \
+            || die "$EXIT_ENVIRONMENT" "PILOT_WALLTIME='$PILOT_WALLTIME' is not a number of seconds"
+        ((PILOT_WALLTIME > PILOT_LIFETIME_MARGIN)) \
+            || die "$EXIT_ENVIRONMENT" "PILOT_WALLTIME=$PILOT_WALLTIME leaves nothing after PILOT_LIFETIME_MARGIN=$PILOT_LIFETIME_MARGIN"
+    fi
+    case $PILOT_MODE in
+        dask)
+            [[ -n ${PILOT_DASK_SCHEDULER-} ]] \
+                || die "$EXIT_ENVIRONMENT" "PILOT_MODE=dask needs PILOT_DASK_SCHEDULER"
+            ;;
+        htcondor)
+            [[ -n ${PILOT_COLLECTOR-} ]] \
+                || die "$EXIT_ENVIRONMENT" "PILOT_MODE=htcondor needs PILOT_COLLECTOR"
+            # The pool authenticates startds by IDTOKEN; without one the drone is useless.
+            [[ -n $PILOT_TOKEN_FILE ]] \
+                || die "$EXIT_ENVIRONMENT" "PILOT_MODE=htcondor needs PILOT_TOKEN_FILE"
+            ;;
+        *) die "$EXIT_ENVIRONMENT" "PILOT_MODE='$PILOT_MODE' is neither dask nor htcondor" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- scratch
+make_scratch() {
+    local base=${PILOT_SCRATCH_BASE:-${TMPDIR:-/tmp}}
+    [[ -d $base && -w $base ]] || die "$EXIT_HEALTH" "scratch base '$base' is not a writable directory"
+    SCRATCH=$(mktemp -d "$base/tardis-drone.XXXXXX" 2>/dev/null) \
+        || die "$EXIT_HEALTH" "cannot create a scratch directory in '$base'"
+    log "scratch directory $SCRATCH"
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT
+    if [[ -n $PAYLOAD_PID ]] && kill -0 "$PAYLOAD_PID" 2>/dev/null; then
+        kill -KILL -- "-$PAYLOAD_PID" 2>/dev/null || kill -KILL "$PAYLOAD_PID" 2>/dev/null
+    fi
+    local repo
+    for repo in "${CVMFS_MOUNTED[@]}"; do
+        "$PILOT_CVMFSEXEC/umountrepo" "$repo" >/dev/null 2>&1
+    done
+    if [[ -n $SCRATCH && -d $SCRATCH ]]; then
+        chmod -R u+rwx "$SCRATCH" 2>/dev/null
+        rm -rf -- "$SCRATCH"
+    fi
+    exit "$status"
+}
+
+# ---------------------------------------------------------------- token
+check_token() {
+    [[ -n $PILOT_TOKEN_FILE ]] || return 0
+    [[ -f $PILOT_TOKEN_FILE && -r $PILOT_TOKEN_FILE ]] \
+        || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' is not a readable file"
+    [[ -s $PILOT_TOKEN_FILE ]] || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' is empty"
+    mkdir -p "$SCRATCH/tokens.d"
+    # A private copy in scratch: the original may sit on a path the image cannot see.
+    cp -- "$PILOT_TOKEN_FILE" "$SCRATCH/tokens.d/drone.token" 2>/dev/null \
+        || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' cannot be read"
+    chmod 600 "$SCRATCH/tokens.d/drone.token"
+}
+
+# ---------------------------------------------------------------- runtime
+find_runtime() {
+    [[ $PILOT_CONTAINER == none ]] && return 0
+    local candidate
+    case $PILOT_CONTAINER_RUNTIME in
+        auto)
+            for candidate in apptainer singularity; do
+                if command -v "$candidate" >/dev/null 2>&1; then
+                    RUNTIME=$(command -v "$candidate")
+                    break
+                fi
+            done
+            ;;
+        *) RUNTIME=$(command -v "$PILOT_CONTAINER_RUNTIME" 2>/dev/null) ;;
+    esac
+    [[ -n $RUNTIME ]] || die "$EXIT_NO_RUNTIME" \
+        "PILOT_CONTAINER is set but no container runtime ($PILOT_CONTAINER_RUNTIME: apptainer or singularity) is on PATH"
+    log "container runtime $RUNTIME, image $PILOT_CONTAINER"
+}
+
+# ---------------------------------------------------------------- CVMFS
+cvmfs_repositories() {
+    local list=${PILOT_CVMFS_REPOSITORIES//,/ }
+    # shellcheck disable=SC2086
+    printf '%s\n' $list
+}
+
+host_has_repositories() {
+    local repo
+    for repo in $(cvmfs_repositories); do
+        # Listing triggers the autofs mount of a host CVMFS client.
+        ls "$PILOT_CVMFS_ROOT/$repo/" >/dev/null 2>&1 || return 1
+    done
+}
+
+user_namespaces_work() {
+    local max
+    max=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 0)
+    ((max > 0)) || return 1
+    command -v unshare >/dev/null 2>&1 && unshare -U -r true >/dev/null 2>&1
+}
+
+fuse_usable() {
+    [[ -c /dev/fuse && -r /dev/fuse && -w /dev/fuse ]]
+}
+
+# The order follows glideinWMS: the host's CVMFS, then cvmfsexec's mountrepo (fusermount),
+# cvmfsexec (user namespaces + FUSE), and finally Apptainer's --fusemount (singcvmfs).
+provide_cvmfs() {
+    [[ -n $(cvmfs_repositories) ]] || return 0
+    if host_has_repositories; then
+        CVMFS_MODE=host
+        CVMFS_HOST_ROOT=$PILOT_CVMFS_ROOT
+    elif [[ -n $PILOT_CVMFSEXEC && -d $PILOT_CVMFSEXEC ]]; then
+        if [[ -x $PILOT_CVMFSEXEC/mountrepo ]] && fuse_usable \
+            && { command -v fusermount >/dev/null 2>&1 || command -v fusermount3 >/dev/null 2>&1; }; then
+            local repo
+            CVMFS_MODE=mountrepo
+            for repo in $(cvmfs_repositories); do
+                if "$PILOT_CVMFSEXEC/mountrepo" "$repo" >/dev/null 2>&1; then
+                    CVMFS_MOUNTED+=("$repo")
+                else
+                    CVMFS_MODE=none
+                    break
+                fi
+            done
+            CVMFS_HOST_ROOT=$PILOT_CVMFSEXEC/dist/cvmfs
+        fi
+        if [[ $CVMFS_MODE == none && -x $PILOT_CVMFSEXEC/cvmfsexec ]] && user_namespaces_work \
+            && [[ -c /dev/fuse ]]; then
+            CVMFS_MODE=cvmfsexec
+            # shellcheck disable=SC2207
+            WRAPPER=("$PILOT_CVMFSEXEC/cvmfsexec" $(cvmfs_repositories) --)
+        fi
+        if [[ $CVMFS_MODE == none && -x $PILOT_CVMFSEXEC/singcvmfs && -n $RUNTIME ]] \
+            && user_namespaces_work; then
+            CVMFS_MODE=singcvmfs
+            SINGCVMFS_REPOSITORIES=$(cvmfs_repositories | paste -sd, -)
+            export SINGCVMFS_REPOSITORIES
+        fi
+    fi
+    if [[ $CVMFS_MODE == none ]]; then
+        if is_true "$PILOT_CVMFS_REQUIRED"; then
+            die "$EXIT_NO_CVMFS" "CVMFS repositories '$PILOT_CVMFS_REPOSITORIES' are required but the node has no CVMFS and no usable cvmfsexec mode"
+        fi
+        log "warning: CVMFS repositories '$PILOT_CVMFS_REPOSITORIES' are not available; continuing without"
+        return 0
+    fi
+    log "CVMFS provided by: $CVMFS_MODE"
+}
+
+# ---------------------------------------------------------------- running things
+# PREFIX runs a command where the payload will run: in the image (with its binds), under
+# cvmfsexec, or directly. An array rather than a function so that `timeout` can run it.
+PREFIX=()
+build_prefix() {
+    PREFIX=("${WRAPPER[@]}")
+    [[ $PILOT_CONTAINER == none ]] && return 0
+    local -a binds=(--bind "$SCRATCH:$SCRATCH")
+    if [[ $CVMFS_MODE == host || $CVMFS_MODE == mountrepo ]]; then
+        binds+=(--bind "$CVMFS_HOST_ROOT:/cvmfs")
+    elif [[ $CVMFS_MODE == cvmfsexec ]]; then
+        binds+=(--bind /cvmfs)
+    fi
+    [[ -n $PILOT_X509_PROXY ]] && binds+=(--bind "$PILOT_X509_PROXY:$PILOT_X509_PROXY")
+    local extra
+    for extra in ${PILOT_BINDS//,/ }; do
+        binds+=(--bind "$extra")
+    done
+    if [[ $CVMFS_MODE == singcvmfs ]]; then
+        PREFIX+=("$PILOT_CVMFSEXEC/singcvmfs")
+    else
+        PREFIX+=("$RUNTIME")
+    fi
+    PREFIX+=(exec --contain --ipc --no-home --pwd "$SCRATCH" "${binds[@]}" "$PILOT_CONTAINER")
+}
+
+in_payload_env() {
+    "${PREFIX[@]}" "$@"
+}
+
+payload_python() {
+    if [[ $PILOT_CONTAINER == none ]]; then
+        printf '%s\n' "$PILOT_PYTHON"
+    else
+        printf '%s\n' "${PILOT_IMAGE_PYTHON:-python3}"
+    fi
+}
+
+# ---------------------------------------------------------------- health
+health_checks() {
+    if [[ $PILOT_CONTAINER != none && $PILOT_CONTAINER != *://* && ! -e $PILOT_CONTAINER ]]; then
+        die "$EXIT_HEALTH" "drone image '$PILOT_CONTAINER' does not exist on this node"
+    fi
+    if is_true "$PILOT_CHECK_DISK"; then
+        local free
+        # Only coreutils on the host: parse `df -P` with `read`, not awk.
+        free=$(df -Pk -- "$SCRATCH" 2>/dev/null | { read -r _; read -r _ _ _ f _; echo "${f-}"; })
+        [[ $free =~ ^[0-9]+$ ]] || die "$EXIT_HEALTH" "cannot measure free space of $SCRATCH"
+        ((free >= TardisDroneDisk)) || die "$EXIT_HEALTH" \
+            "scratch $SCRATCH has ${free} KiB free, the drone promises ${TardisDroneDisk} KiB"
+    fi
+    if [[ $CVMFS_MODE != none ]]; then
+        local repo
+        for repo in $(cvmfs_repositories); do
+            in_payload_env ls "/cvmfs/$repo/" >/dev/null 2>&1 \
+                || die "$EXIT_HEALTH" "CVMFS repository $repo is not readable where the payload runs"
+        done
+    fi
+    if [[ -n $PILOT_X509_PROXY ]]; then
+        [[ -r $PILOT_X509_PROXY ]] || die "$EXIT_HEALTH" "X.509 proxy '$PILOT_X509_PROXY' is not readable"
+        local needed=${PILOT_WALLTIME:-0}
+        ((needed -= SECONDS - PILOT_STARTED))
+        ((needed < 0)) && needed=0
+        local -a openssl=(openssl)
+        command -v openssl >/dev/null 2>&1 || openssl=(in_payload_env openssl)
+        "${openssl[@]}" x509 -noout -checkend "$needed" -in "$PILOT_X509_PROXY" >/dev/null 2>&1 \
+            || die "$EXIT_HEALTH" "X.509 proxy '$PILOT_X509_PROXY' expires within the drone's ${needed} s lifetime (or cannot be read)"
+        export X509_USER_PROXY=$PILOT_X509_PROXY
+    fi
+    if [[ $PILOT_CHECK_GFAL2 == auto ]]; then
+        [[ $PILOT_CONTAINER != none ]] && PILOT_CHECK_GFAL2=true || PILOT_CHECK_GFAL2=false
+    fi
+    if is_true "$PILOT_CHECK_GFAL2"; then
+        in_payload_env "$(payload_python)" -c 'import gfal2; gfal2.creat_context()' >/dev/null 2>&1 \
+            || die "$EXIT_HEALTH" "gfal2 is not usable where the payload runs"
+    fi
+    log "health checks passed"
+}
+
+# ---------------------------------------------------------------- payloads
+# Sets LIFETIME to the seconds the payload may run, or empty without a walltime.
+LIFETIME=""
+remaining_lifetime() {
+    [[ -n $PILOT_WALLTIME ]] || return 0
+    LIFETIME=$((PILOT_WALLTIME - (SECONDS - PILOT_STARTED) - PILOT_LIFETIME_MARGIN))
+    ((LIFETIME > 0)) || die "$EXIT_ENVIRONMENT" "no walltime left for the payload"
+}
+
+# Retires the worker through the scheduler: its results move to other workers first.
+read -r -d '' RETIRE_PY <<'PYEOF'
+import sys
+
+from distributed import Client
+
+scheduler, name, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with Client(scheduler, timeout=timeout, set_as_default=False) as client:
+    retired = client.retire_workers(names=[name], close_workers=True)
+print(f"retired {sorted(retired) or 'nothing'}")
+PYEOF
+
+start_dask_worker() {
+    local -a cmd=("$(payload_python)" -m distributed.cli.dask_worker "$PILOT_DASK_SCHEDULER"
+        --name "$TardisDroneUuid"
+        --nthreads "$TardisDroneCores"
+        --memory-limit "${TardisDroneMemory}MiB"
+        --local-directory "$SCRATCH/dask"
+        --death-timeout "$PILOT_DASK_DEATH_TIMEOUT"
+        --no-dashboard)
+    remaining_lifetime
+    [[ -n $LIFETIME ]] && cmd+=(--lifetime "${LIFETIME}s")
+    # shellcheck disable=SC2206
+    [[ -n $PILOT_DASK_WORKER_OPTIONS ]] && cmd+=($PILOT_DASK_WORKER_OPTIONS)
+    mkdir -p "$SCRATCH/dask"
+    launch "${PREFIX[@]}" "${cmd[@]}"
+}
+
+start_startd() {
+    local -a config=("$(payload_python)" -m tardis_sge_dask.pilot.startd_config
+        --scratch "$SCRATCH" --output "$SCRATCH/condor/condor_config")
+    mkdir -p "$SCRATCH/condor"
+    in_payload_env "${config[@]}" >/dev/null \
+        || die "$EXIT_PAYLOAD" "cannot generate the startd configuration"
+    export CONDOR_CONFIG=$SCRATCH/condor/condor_config
+    launch "${PREFIX[@]}" condor_master -f
+}
+
+# The payload gets its own session: Grid Engine delivers -notify signals to the job's
+# process group, and a payload that does not handle them would die at once.
+launch() {
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@" &
+    else
+        set -m
+        "$@" &
+        set +m
+    fi
+    PAYLOAD_PID=$!
+    log "payload started (pid $PAYLOAD_PID): $PILOT_MODE mode, drone $TardisDroneUuid"
+}
+
+drain() {
+    local signal=$1
+    ((DRAINING)) && return 0
+    DRAINING=1
+    log "received SIG$signal: draining the $PILOT_MODE payload"
+    [[ -n $PAYLOAD_PID ]] || exit "$EXIT_OK"
+    local ok=1
+    case $PILOT_MODE in
+        dask)
+            timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" "$(payload_python)" -c "$RETIRE_PY" \
+                "$PILOT_DASK_SCHEDULER" "$TardisDroneUuid" "$PILOT_RETIRE_TIMEOUT" && ok=0
+            ;;
+        htcondor)
+            timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" condor_off -peaceful -daemon startd \
+                && ok=0
+            ;;
+    esac
+    if ((ok != 0)); then
+        log "graceful drain failed; terminating the payload"
+        kill -TERM -- "-$PAYLOAD_PID" 2>/dev/null || kill -TERM "$PAYLOAD_PID" 2>/dev/null
+    fi
+}
+
+wait_for_payload() {
+    local status
+    while :; do
+        wait "$PAYLOAD_PID"
+        status=$?
+        if ! kill -0 "$PAYLOAD_PID" 2>/dev/null; then
+            # A trapped signal interrupts `wait`; asking again yields the real status.
+            wait "$PAYLOAD_PID" 2>/dev/null
+            status=$?
+            break
+        fi
+    done
+    # The session may hold stragglers (a nanny's child, a starter): end them with the drone.
+    kill -TERM -- "-$PAYLOAD_PID" 2>/dev/null
+    PAYLOAD_PID=""
+    if ((DRAINING)); then
+        log "payload left after the drain (status $status)"
+        exit "$EXIT_OK"
+    fi
+    ((status == 0)) || die "$EXIT_PAYLOAD" "the $PILOT_MODE payload exited with status $status"
+    log "payload finished"
+    exit "$EXIT_OK"
+}
+
+main() {
+    read_settings
+    trap cleanup EXIT
+    # SGE -notify: USR2 before a kill, USR1 before a suspend; SLURM: TERM or --signal.
+    local signal
+    for signal in USR1 USR2 TERM INT HUP XCPU; do
+        # shellcheck disable=SC2064
+        trap "drain $signal" "$signal"
+    done
+    log "drone $TardisDroneUuid on $(uname -n): ${TardisDroneCores} cores," \
+        "${TardisDroneMemory} MB, ${TardisDroneDisk} KiB, batch system $PILOT_BATCH_SYSTEM"
+    make_scratch
+    export TMPDIR=$SCRATCH
+    check_token
+    find_runtime
+    provide_cvmfs
+    build_prefix
+    health_checks
+    ((DRAINING)) && exit "$EXIT_OK"
+    case $PILOT_MODE in
+        dask) start_dask_worker ;;
+        htcondor) start_startd ;;
+    esac
+    wait_for_payload
+}
+
+main "$@"
