@@ -42,7 +42,9 @@ setup(
         ],
     },
     entry_points={
-        "cobald.config.yaml_constructors": [],
+        "cobald.config.yaml_constructors": [
+            "StaticDemand = tardis_sge_dask.demand.static:StaticDemand",
+        ],
         "console_scripts": [],
     },
     classifiers=[

@@ -1,0 +1,442 @@
+"""The shared base of batch-system site adapters (Grid Engine, SLURM, ...).
+
+A dialect (``sge.py``, ``slurm.py``) only says how to spell commands and read their
+output; this base owns everything that must behave the same on every batch system:
+
+* commands are argv lists joined with :func:`shlex.join`, so no configuration value or
+  drone field ever reaches a shell unquoted; the job script travels on stdin;
+* status is one listing of the user's jobs per bulk window, shared by every machine type
+  of a site, never one call per drone;
+* a job that left the listing is looked up in the accounting (with a grace period,
+  because accounting records appear late) to tell "finished" from "not yet recorded";
+* every failure maps to an exception TARDIS survives (see DESIGN.md §3): a broken
+  ``qstat`` means "retry later", never a dead daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.tardisexceptions import (
+    TardisAuthError,
+    TardisDroneCrashed,
+    TardisQuotaExceeded,
+    TardisResourceStatusUpdateFailed,
+    TardisTimeout,
+)
+from tardis.interfaces.executor import Executor
+from tardis.interfaces.siteadapter import ResourceStatus, SiteAdapter
+from tardis.utilities.asyncbulkcall import AsyncBulkCall
+from tardis.utilities.attributedict import AttributeDict
+from tardis.utilities.executors.shellexecutor import ShellExecutor
+
+from .jobscript import JobScriptError, render_job_script
+from .settings import MachineTypeSettings, SiteConfigError, SiteSettings
+
+logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
+
+
+class OutputError(ValueError):
+    """A batch-system command answered with output we cannot read."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as the batch system's listing shows it."""
+
+    job_id: str
+    state: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AccountingRecord:
+    """What the accounting says about a job that has ended."""
+
+    job_id: str
+    exit_status: str
+    failed: bool
+    detail: str = ""
+
+
+class _SiteJobListing:
+    """One bulk status call per window for all drones of a site (all machine types)."""
+
+    def __init__(self, adapter: BatchSiteAdapter, size: int, delay: float):
+        self._adapter = adapter
+        self._bulk: AsyncBulkCall = AsyncBulkCall(self._list_jobs, size=size, delay=delay)
+        self.calls = 0
+
+    async def _list_jobs(self, *drones: AttributeDict) -> list[dict[str, JobInfo]]:
+        self.calls += 1
+        jobs = self._adapter.parse_listing(await self._adapter.run(self._adapter.listing_command()))
+        return [jobs] * len(drones)
+
+    async def __call__(self, drone: AttributeDict) -> dict[str, JobInfo]:
+        return await self._bulk(drone)
+
+
+class BatchSiteAdapter(SiteAdapter):
+    """A TARDIS site adapter for a batch system; subclasses supply the dialect."""
+
+    #: name used in logs and in ``PILOT_BATCH_SYSTEM``
+    batch_system: ClassVar[str]
+    #: the machine-type key that names the queue/partition
+    queue_key: ClassVar[str] = "Queue"
+    #: per-site shared job listings, keyed by (adapter class, site name)
+    _listings: ClassVar[dict[tuple[type, str], _SiteJobListing]] = {}
+
+    def __init__(self, machine_type: str, site_name: str):
+        self._machine_type = machine_type
+        self._site_name = site_name
+        configuration = self.configuration
+        self.site_settings = SiteSettings.from_config(site_name, configuration)
+        try:
+            machine_section = configuration.MachineTypeConfiguration[machine_type]
+        except (AttributeError, KeyError):
+            raise SiteConfigError(
+                f"{site_name}.MachineTypeConfiguration.{machine_type}",
+                "missing: every machine type needs its configuration",
+            ) from None
+        try:
+            configuration.MachineMetaData[machine_type]
+        except (AttributeError, KeyError):
+            raise SiteConfigError(
+                f"{site_name}.MachineMetaData.{machine_type}",
+                "missing: give Cores, Memory (GB) and Disk (GB) of a drone of this type",
+            ) from None
+        self.settings = MachineTypeSettings.from_config(
+            site_name, machine_type, machine_section, queue_key=self.queue_key
+        )
+        self._executor: Executor = getattr(configuration, "executor", None) or ShellExecutor()
+        key = (type(self), site_name)
+        if key not in self._listings:
+            self._listings[key] = _SiteJobListing(
+                self, size=self.site_settings.bulk_size, delay=self.site_settings.bulk_delay
+            )
+        self._listing = self._listings[key]
+        #: job ids that are known to have ended, so the accounting is asked only once
+        self._ended: dict[str, ResourceStatus] = {}
+        #: when a job was first missing from the listing without an accounting record
+        self._missing_since: dict[str, float] = {}
+        self._last_state: dict[str, str] = {}
+        self._adoptable: dict[str, str] | None = None
+        self.check_settings()
+
+    # ------------------------------------------------------------------ dialect
+    def check_settings(self) -> None:  # noqa: B027 - optional hook
+        """Validate dialect-specific keys early (raise :class:`SiteConfigError`)."""
+
+    @abstractmethod
+    def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:
+        """argv that submits the job script read from stdin."""
+
+    @abstractmethod
+    def parse_job_id(self, stdout: str) -> str:
+        """The job id from the submit command's output (raise :class:`OutputError`)."""
+
+    @abstractmethod
+    def listing_command(self) -> list[str]:
+        """argv listing every job of the submitting user."""
+
+    @abstractmethod
+    def parse_listing(self, stdout: str) -> dict[str, JobInfo]:
+        """job id -> job, from the listing (raise :class:`OutputError` on garbage)."""
+
+    @abstractmethod
+    def translate_state(self, state: str) -> ResourceStatus | None:
+        """The TARDIS status of a native state, ``None`` for a state we do not know."""
+
+    @abstractmethod
+    def accounting_command(self, job_id: str) -> list[str]:
+        """argv asking the accounting about one ended job."""
+
+    @abstractmethod
+    def parse_accounting(self, job_id: str, stdout: str) -> AccountingRecord | None:
+        """The job's final record, ``None`` when there is none (yet)."""
+
+    def accounting_missing(self, failure: CommandExecutionFailure) -> bool:
+        """Whether a failed accounting call only means "no record"."""
+        return False
+
+    @abstractmethod
+    def terminate_command(self, job_id: str) -> list[str]:
+        """argv removing a job at once."""
+
+    def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
+        """Whether a failed removal means the job no longer exists."""
+        return False
+
+    async def stop_resource(self, resource_attributes: AttributeDict) -> None:
+        """Graceful stop; dialects whose removal is not graceful override this."""
+        await self.terminate_resource(resource_attributes)
+
+    # ------------------------------------------------------------ plumbing
+    async def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        """Run argv through the site's executor; the stdout on success."""
+        command = shlex.join(argv)
+        try:
+            result = await asyncio.wait_for(
+                self._executor.run_command(command, stdin_input=stdin)
+                if stdin is not None
+                else self._executor.run_command(command),
+                timeout=self.site_settings.command_timeout,
+            )
+        except TimeoutError:
+            logger.warning(
+                "%s: %s did not answer within %.0f s",
+                self.site_name,
+                argv[0],
+                self.site_settings.command_timeout,
+            )
+            raise
+        return result.stdout
+
+    def pilot_environment(self) -> dict[str, str]:
+        """The ``export`` lines at the top of every job script of this machine type."""
+        environment = {
+            "PILOT_BATCH_SYSTEM": self.batch_system,
+            "PILOT_SITE": self.site_name,
+            "PILOT_MACHINE_TYPE": self.machine_type,
+        }
+        if self.settings.walltime:
+            environment["PILOT_WALLTIME"] = str(self.settings.walltime)
+        environment.update(self.site_settings.job_environment)
+        environment.update(self.settings.job_environment)
+        return environment
+
+    def job_script(self, drone_uuid: str) -> str:
+        return render_job_script(
+            self.settings.startup_command,
+            self.pilot_environment(),
+            header=f"tardis-sge-dask drone {drone_uuid} "
+            f"(site {self.site_name}, machine type {self.machine_type})",
+        )
+
+    def drone_variables(self, resource_attributes: AttributeDict) -> dict[str, str]:
+        """``TardisDrone*`` variables in the overlay batch system's units."""
+        environment = self.drone_environment(
+            resource_attributes.drone_uuid,
+            resource_attributes.obs_machine_meta_data_translation_mapping,
+        )
+        variables = {}
+        for key, value in environment.items():
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            variables[f"TardisDrone{key}"] = str(value)
+        return variables
+
+    def render_submission(self, resource_attributes: AttributeDict) -> tuple[list[str], str]:
+        """The exact argv and job script a drone gets (also used by ``render``)."""
+        drone_uuid = resource_attributes.drone_uuid
+        return (
+            self.submit_command(drone_uuid, self.drone_variables(resource_attributes)),
+            self.job_script(drone_uuid),
+        )
+
+    def describe(self, resource_attributes: AttributeDict) -> str:
+        job = resource_attributes.get("remote_resource_uuid")
+        return (
+            f"drone {resource_attributes.get('drone_uuid')} ({self.site_name}/"
+            f"{self.machine_type}, {self.batch_system} job {job})"
+        )
+
+    # ------------------------------------------------------------ TARDIS API
+    async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:
+        drone_uuid = resource_attributes.drone_uuid
+        adopted = await self._adopt(drone_uuid)
+        if adopted is not None:
+            logger.warning(
+                "drone %s (%s/%s): %s job %s was already submitted for it before a restart;"
+                " adopting it instead of submitting again",
+                drone_uuid,
+                self.site_name,
+                self.machine_type,
+                self.batch_system,
+                adopted,
+            )
+            return AttributeDict(
+                remote_resource_uuid=adopted, resource_status=ResourceStatus.Booting
+            )
+        argv, script = self.render_submission(resource_attributes)
+        stdout = await self.run(argv, stdin=script)
+        job_id = self.parse_job_id(stdout)
+        logger.info(
+            "drone %s (%s/%s): submitted as %s job %s",
+            drone_uuid,
+            self.site_name,
+            self.machine_type,
+            self.batch_system,
+            job_id,
+        )
+        return AttributeDict(remote_resource_uuid=job_id, resource_status=ResourceStatus.Booting)
+
+    async def _adopt(self, drone_uuid: str) -> str | None:
+        """A job submitted for this drone by an earlier daemon that died before recording it.
+
+        Job names are drone uuids, so one listing after start-up finds such jobs; jobs
+        submitted by this process are never orphans, hence the listing is taken once.
+        """
+        if self._adoptable is None:
+            try:
+                jobs = await self._listing(AttributeDict(drone_uuid=drone_uuid))
+            except Exception as err:  # the submission itself will report a broken site
+                logger.debug(
+                    "%s: no job listing before the first submission: %s", self.site_name, err
+                )
+                jobs = {}
+            self._adoptable = {job.name: job.job_id for job in jobs.values() if job.name}
+        return self._adoptable.pop(drone_uuid, None)
+
+    async def resource_status(self, resource_attributes: AttributeDict) -> AttributeDict:
+        job_id = resource_attributes.get("remote_resource_uuid")
+        jobs = await self._listing(resource_attributes)
+        if job_id is None:
+            # restored from the registry before the submission was recorded
+            by_name = {job.name: job for job in jobs.values()}
+            job = by_name.get(resource_attributes.drone_uuid)
+            if job is None:
+                return AttributeDict(resource_status=ResourceStatus.Deleted)
+            job_id = job.job_id
+        job_id = str(job_id)
+        job = jobs.get(job_id)
+        if job is None:
+            status = await self._status_of_missing(job_id, resource_attributes)
+            return AttributeDict(remote_resource_uuid=job_id, resource_status=status)
+        self._missing_since.pop(job_id, None)
+        status = self.translate_state(job.state)
+        if status is None:
+            logger.warning(
+                "%s: unknown %s state %r; keeping the drone's state until it changes",
+                self.describe(resource_attributes),
+                self.batch_system,
+                job.state,
+            )
+            raise TardisResourceStatusUpdateFailed(f"unknown state {job.state!r} of job {job_id}")
+        if self._last_state.get(job_id) != job.state:
+            logger.info(
+                "%s: state %s -> %s (%s)",
+                self.describe(resource_attributes),
+                self._last_state.get(job_id, "new"),
+                job.state,
+                status.name,
+            )
+            self._last_state[job_id] = job.state
+        return AttributeDict(remote_resource_uuid=job_id, resource_status=status)
+
+    async def _status_of_missing(
+        self, job_id: str, resource_attributes: AttributeDict
+    ) -> ResourceStatus:
+        if job_id in self._ended:
+            return self._ended[job_id]
+        record = await self._accounting(job_id)
+        if record is not None:
+            level = logging.WARNING if record.failed else logging.INFO
+            logger.log(
+                level,
+                "%s: ended, exit status %s%s",
+                self.describe(resource_attributes),
+                record.exit_status,
+                f" ({record.detail})" if record.detail else "",
+            )
+            return self._remember_ended(job_id, ResourceStatus.Deleted)
+        first_missing = self._missing_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - first_missing < self.site_settings.accounting_grace:
+            raise TardisResourceStatusUpdateFailed(
+                f"job {job_id} left the listing but has no accounting record yet"
+            )
+        logger.warning(
+            "%s: gone from the listing and without an accounting record for %.0f s"
+            " (removed while queued, or unknown to the batch system); treating it as gone",
+            self.describe(resource_attributes),
+            self.site_settings.accounting_grace,
+        )
+        return self._remember_ended(job_id, ResourceStatus.Deleted)
+
+    def _remember_ended(self, job_id: str, status: ResourceStatus) -> ResourceStatus:
+        self._ended[job_id] = status
+        self._missing_since.pop(job_id, None)
+        self._last_state.pop(job_id, None)
+        return status
+
+    async def _accounting(self, job_id: str) -> AccountingRecord | None:
+        try:
+            stdout = await self.run(self.accounting_command(job_id))
+        except CommandExecutionFailure as failure:
+            if self.accounting_missing(failure):
+                return None
+            raise
+        return self.parse_accounting(job_id, stdout)
+
+    async def terminate_resource(self, resource_attributes: AttributeDict) -> None:
+        job_id = resource_attributes.get("remote_resource_uuid")
+        if job_id is None:
+            return
+        try:
+            await self.run(self.terminate_command(str(job_id)))
+        except CommandExecutionFailure as failure:
+            if self.job_already_gone(failure):
+                logger.info("%s: already gone", self.describe(resource_attributes))
+                return
+            raise
+        except TimeoutError as err:
+            # TARDIS's shutdown and cleanup states survive only this one (DESIGN.md §3)
+            raise TardisResourceStatusUpdateFailed(f"removal of job {job_id} timed out") from err
+        logger.info("%s: removal requested", self.describe(resource_attributes))
+
+    @contextmanager
+    def handle_exceptions(self) -> Iterable[None]:
+        # Only the TARDIS exceptions below leave a drone's state alive; anything else
+        # aborts the whole daemon (DESIGN.md §3), so everything unexpected is retried.
+        try:
+            yield
+        except (
+            TardisAuthError,
+            TardisTimeout,
+            TardisQuotaExceeded,
+            TardisResourceStatusUpdateFailed,
+            TardisDroneCrashed,
+        ):
+            raise
+        except TimeoutError as err:
+            raise TardisTimeout(str(err)) from err
+        except CommandExecutionFailure as failure:
+            logger.warning(
+                "%s: command failed with exit code %s: %s",
+                self.site_name,
+                failure.exit_code,
+                (failure.stderr or failure.stdout or "").strip()[:500],
+            )
+            raise TardisResourceStatusUpdateFailed(str(failure)) from failure
+        except (OutputError, JobScriptError) as err:
+            logger.warning("%s: %s", self.site_name, err)
+            raise TardisResourceStatusUpdateFailed(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - see the comment above
+            logger.exception("%s: unexpected error, will retry", self.site_name)
+            raise TardisResourceStatusUpdateFailed(repr(err)) from err
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def listing_calls(self) -> int:
+        """How many listing commands the site has run (for benchmarks)."""
+        return self._listing.calls
+
+
+def check_plain(value: str, what: str) -> str:
+    """Refuse characters a batch system's own option syntax would split on."""
+    if any(char in value for char in ",\n\r\0"):
+        raise SiteConfigError(what, f"must not contain a comma or a line break: {value!r}")
+    return value
+
+
+def as_pairs(items: Iterable[tuple[str, Any]]) -> list[str]:
+    return [f"{key}={value}" for key, value in items]

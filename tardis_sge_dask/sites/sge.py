@@ -1,0 +1,187 @@
+"""Grid Engine (Son of Grid Engine, Univa/Altair GE, OGS) site adapter: ``adapter: SGE``."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
+
+from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.interfaces.siteadapter import ResourceStatus
+
+from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo, OutputError, check_plain
+from .settings import SiteConfigError
+
+# Grid Engine reports a state as a combination of letters (qstat(1)). The common
+# combinations are listed explicitly so a reader can see each decision; anything else
+# falls back to the letter rules in ``_by_letters``.
+SGE_STATES: dict[str, ResourceStatus] = {
+    "qw": ResourceStatus.Booting,  # queued, waiting
+    "hqw": ResourceStatus.Booting,  # held in the queue: still ours, may start later
+    "hRwq": ResourceStatus.Booting,  # held, re-queued after a restart
+    "Rq": ResourceStatus.Booting,
+    "Rqw": ResourceStatus.Booting,
+    "t": ResourceStatus.Running,  # being transferred to the execution host
+    "r": ResourceStatus.Running,
+    "Rr": ResourceStatus.Running,  # restarted and running again
+    "Rt": ResourceStatus.Running,
+    "dr": ResourceStatus.Running,  # deletion requested, the pilot is draining
+    "dt": ResourceStatus.Running,
+    "dRr": ResourceStatus.Running,
+    "s": ResourceStatus.Stopped,  # suspended job
+    "S": ResourceStatus.Stopped,  # suspended queue
+    "T": ResourceStatus.Stopped,  # suspended by a load threshold
+    "ds": ResourceStatus.Stopped,
+    "dS": ResourceStatus.Stopped,
+    "dT": ResourceStatus.Stopped,
+    "dqw": ResourceStatus.Deleted,  # deleted while queued: will never run
+    "dhqw": ResourceStatus.Deleted,
+    "Eqw": ResourceStatus.Error,  # error state: will never start unless an admin clears it
+    "Ehqw": ResourceStatus.Error,
+    "EhRqw": ResourceStatus.Error,
+    "z": ResourceStatus.Deleted,  # zombie: finished
+}
+
+
+def _by_letters(state: str) -> ResourceStatus | None:
+    if not state or not set(state) <= set("dEhrRsStTwqz"):
+        return None
+    if "E" in state:
+        return ResourceStatus.Error
+    if "z" in state:
+        return ResourceStatus.Deleted
+    if set(state) & set("sST"):
+        return ResourceStatus.Stopped
+    if set(state) & set("rt"):
+        return ResourceStatus.Running
+    if "d" in state:
+        return ResourceStatus.Deleted
+    return ResourceStatus.Booting
+
+
+class SGEAdapter(BatchSiteAdapter):
+    """Drones as Grid Engine jobs.
+
+    ``qdel`` of a job submitted with ``-notify`` sends SIGUSR2 to the pilot and kills it
+    only after the queue's ``notify`` time, so stopping a drone *is* ``qdel`` and the
+    pilot drains in the meantime.
+    """
+
+    batch_system = "sge"
+
+    def check_settings(self) -> None:
+        self.parallel_environment = self.settings.optional_string("ParallelEnvironment")
+        self.memory_resource = self.settings.raw.get("MemoryResource", "h_vmem")
+        if self.memory_resource is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_.]*", str(self.memory_resource)
+        ):
+            raise SiteConfigError(
+                f"{self.settings.key_prefix}.MemoryResource",
+                f"not a Grid Engine resource name: {self.memory_resource!r}",
+            )
+        self.project = self.settings.optional_string("Project")
+        self.notify = self.settings.flag("Notify", True)
+        cores = self.machine_meta_data.get("Cores")
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise SiteConfigError(
+                f"{self.site_name}.MachineMetaData.{self.machine_type}.Cores",
+                f"expected a whole number of cores >= 1, got {cores!r}",
+            )
+        if cores > 1 and self.parallel_environment is None:
+            raise SiteConfigError(
+                f"{self.settings.key_prefix}.ParallelEnvironment",
+                f"missing: a drone of {cores} cores needs a parallel environment"
+                " (qconf -spl lists them)",
+            )
+
+    def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:
+        settings = self.settings
+        meta = self.machine_meta_data
+        cores = int(meta["Cores"])
+        argv = ["qsub", "-terse", "-N", drone_uuid, "-S", "/bin/bash"]
+        if settings.queue:
+            argv += ["-q", settings.queue]
+        if self.parallel_environment:
+            argv += ["-pe", self.parallel_environment, str(cores)]
+        if self.memory_resource and meta.get("Memory"):
+            # Grid Engine counts consumable memory per slot
+            slots = cores if self.parallel_environment else 1
+            per_slot_mb = int(float(meta["Memory"]) * 1024 / slots)
+            argv += ["-l", f"{self.memory_resource}={per_slot_mb}M"]
+        if settings.walltime:
+            argv += ["-l", f"h_rt={settings.walltime}"]
+        if self.project:
+            argv += ["-P", self.project]
+        if self.notify:
+            argv.append("-notify")
+        if settings.log_directory:
+            argv += ["-o", settings.log_directory, "-e", settings.log_directory]
+        for name, value in environment.items():
+            check_plain(value, f"drone environment {name}")
+            argv += ["-v", f"{name}={value}"]
+        argv += settings.extra_options
+        return argv
+
+    def parse_job_id(self, stdout: str) -> str:
+        job_id = stdout.strip()
+        if not job_id.isdigit():
+            raise OutputError(f"qsub -terse printed {stdout.strip()[:200]!r}, not a job id")
+        return job_id
+
+    def listing_command(self) -> list[str]:
+        return ["qstat", "-xml"]
+
+    def parse_listing(self, stdout: str) -> dict[str, JobInfo]:
+        try:
+            root = ElementTree.fromstring(stdout)
+        except ElementTree.ParseError as err:
+            raise OutputError(f"qstat -xml printed unreadable XML ({err})") from err
+        if root.tag != "job_info":
+            raise OutputError(f"qstat -xml printed <{root.tag}>, not <job_info>")
+        jobs: dict[str, JobInfo] = {}
+        for entry in root.iter("job_list"):
+            job_id = (entry.findtext("JB_job_number") or "").strip()
+            state = (entry.findtext("state") or "").strip()
+            if not job_id.isdigit() or not state:
+                raise OutputError("qstat -xml listed a job without a number or state")
+            # array tasks share a number; a drone is never an array, first entry wins
+            jobs.setdefault(
+                job_id, JobInfo(job_id, state, (entry.findtext("JB_name") or "").strip())
+            )
+        return jobs
+
+    def translate_state(self, state: str) -> ResourceStatus | None:
+        return SGE_STATES.get(state) or _by_letters(state)
+
+    def accounting_command(self, job_id: str) -> list[str]:
+        return ["qacct", "-j", job_id]
+
+    def accounting_missing(self, failure: CommandExecutionFailure) -> bool:
+        return "not found" in (failure.stderr or "")
+
+    def parse_accounting(self, job_id: str, stdout: str) -> AccountingRecord | None:
+        # a rescheduled job has several records separated by ===== lines; the last counts
+        records = [block for block in re.split(r"^=+\s*$", stdout, flags=re.M) if block.strip()]
+        if not records:
+            return None
+        fields: dict[str, str] = {}
+        for line in records[-1].splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key:
+                fields[key] = value.strip()
+        if fields.get("jobnumber") != job_id:
+            raise OutputError(f"qacct -j {job_id} answered about job {fields.get('jobnumber')!r}")
+        failed = fields.get("failed", "0")
+        exit_status = fields.get("exit_status", "?")
+        return AccountingRecord(
+            job_id=job_id,
+            exit_status=exit_status,
+            failed=not failed.startswith("0") or not exit_status.startswith("0"),
+            detail="" if failed.startswith("0") else f"failed {failed}",
+        )
+
+    def terminate_command(self, job_id: str) -> list[str]:
+        return ["qdel", job_id]
+
+    def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
+        return "does not exist" in (failure.stderr or "") + (failure.stdout or "")

@@ -1,0 +1,334 @@
+"""SGE adapter against outputs recorded from the real Son of Grid Engine 8.1.9 here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed, TardisTimeout
+from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.executors.shellexecutor import ShellExecutor
+
+from tardis_sge_dask.sites.settings import SiteConfigError
+from tardis_sge_dask.sites.sge import SGEAdapter
+from tests.conftest import FIXTURES
+from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
+
+SGE = FIXTURES / "sge"
+
+
+@pytest.fixture
+def pilot(tmp_path: Path) -> Path:
+    script = tmp_path / "pilot.sh"
+    script.write_text("#!/bin/sh\necho pilot body\n")
+    return script
+
+
+def adapter_with(pilot: Path, executor=None, site_keys=None, **machine_type_config) -> SGEAdapter:
+    section = site_section(str(pilot), ParallelEnvironment="smp", **machine_type_config)
+    if executor is not None:
+        section["executor"] = executor
+    section.update(site_keys or {})
+    return make_adapter(SGEAdapter, "SGE", section)
+
+
+def failure(stderr: str = "", stdout: str = "", exit_code: int = 1) -> CommandExecutionFailure:
+    return CommandExecutionFailure(
+        message="failed", exit_code=exit_code, stdout=stdout, stderr=stderr
+    )
+
+
+def test_submit_command_carries_every_configured_resource(pilot):
+    adapter = adapter_with(
+        pilot,
+        Queue="idefix.q",
+        Walltime="2:00:00",
+        Project="physnet",
+        LogDirectory="/scratch/drones",
+        ExtraOptions=["-l", "arch=lx-amd64"],
+    )
+    argv, script = adapter.render_submission(drone())
+    assert argv == [
+        "qsub", "-terse", "-N", "testsite-0123456789", "-S", "/bin/bash",
+        "-q", "idefix.q",
+        "-pe", "smp", "2",
+        "-l", "h_vmem=2048M",  # 4 GB over 2 slots: Grid Engine counts memory per slot
+        "-l", "h_rt=7200",
+        "-P", "physnet",
+        "-notify",
+        "-o", "/scratch/drones", "-e", "/scratch/drones",
+        "-v", "TardisDroneCores=2", "-v", "TardisDroneMemory=4096",
+        "-v", "TardisDroneDisk=10485760", "-v", "TardisDroneUuid=testsite-0123456789",
+        "-l", "arch=lx-amd64",
+    ]  # fmt: skip
+    assert script.startswith("#!/bin/bash\n")
+    assert "export PILOT_WALLTIME=7200" in script
+    assert "export PILOT_BATCH_SYSTEM=sge" in script
+    assert script.rstrip().endswith("echo pilot body")
+
+
+def test_memory_resource_is_configurable_and_can_be_switched_off(pilot):
+    argv, _ = adapter_with(pilot, MemoryResource="mem_free").render_submission(drone())
+    assert "mem_free=2048M" in argv
+    argv, _ = adapter_with(pilot, MemoryResource=None, Notify=False).render_submission(drone())
+    assert not any("h_vmem" in arg for arg in argv)
+    assert "-notify" not in argv
+
+
+HOSTILE = [
+    "all.q; touch {canary}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "a\nb",
+    'it\'s "quoted"',
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+async def test_hostile_values_reach_qsub_verbatim_and_never_a_shell(tmp_path, pilot, hostile):
+    canary = tmp_path / "canary"
+    value = hostile.format(canary=canary)
+    # a stand-in qsub on PATH that records exactly the argv and stdin it was given
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake_qsub = bindir / "qsub"
+    record = tmp_path / "argv.json"
+    fake_qsub.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        "seen = {'argv': sys.argv[1:], 'stdin': sys.stdin.read()}\n"
+        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
+        "print(42)\n"
+    )
+    fake_qsub.chmod(fake_qsub.stat().st_mode | stat.S_IEXEC)
+    adapter = adapter_with(
+        pilot,
+        executor=ShellExecutor(),
+        Queue=value,
+        Project=value,
+        ExtraOptions=["-ac", value],
+        JobEnvironment={"PILOT_DASK_SCHEDULER": value},
+    )
+    adapter._adoptable = {}  # no listing: the stand-in has no qstat
+    os.environ["PATH"] = f"{bindir}:{os.environ['PATH']}"
+    try:
+        result = await adapter.deploy_resource(drone())
+    finally:
+        os.environ["PATH"] = os.environ["PATH"].split(":", 1)[1]
+    assert result.remote_resource_uuid == "42"
+    seen = json.loads(record.read_text())
+    assert seen["argv"] == adapter.render_submission(drone())[0][1:]
+    assert seen["argv"][seen["argv"].index("-q") + 1] == value
+    assert not canary.exists()
+    # the job script's settings come back verbatim when bash evaluates them
+    header = seen["stdin"].split("echo pilot body")[0]
+    out = subprocess.run(
+        ["bash", "-c", header + 'printf %s "$PILOT_DASK_SCHEDULER"'], capture_output=True, text=True
+    )
+    assert out.stdout == value
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "key_path"),
+    [
+        ({"StartupCommand": None}, "MachineTypeConfiguration.small.StartupCommand"),
+        ({"ParallelEnvironment": None}, "MachineTypeConfiguration.small.ParallelEnvironment"),
+        ({"Walltime": "two hours"}, "MachineTypeConfiguration.small.Walltime"),
+        ({"ExtraOptions": "-l arch=x"}, "MachineTypeConfiguration.small.ExtraOptions"),
+        ({"Notify": "yes"}, "MachineTypeConfiguration.small.Notify"),
+        ({"MemoryResource": "h vmem"}, "MachineTypeConfiguration.small.MemoryResource"),
+    ],
+)
+def test_broken_keys_are_named(pilot, change, key_path):
+    section = site_section(str(pilot), ParallelEnvironment="smp")
+    machine_type = section["MachineTypeConfiguration"]["small"]
+    for key, value in change.items():
+        if value is None:
+            machine_type.pop(key)
+        else:
+            machine_type[key] = value
+    with pytest.raises(SiteConfigError) as error:
+        make_adapter(SGEAdapter, "SGE", section)
+    assert f"testsite.{key_path}" in str(error.value)
+
+
+def test_missing_machine_meta_data_is_named(pilot):
+    section = site_section(str(pilot), ParallelEnvironment="smp")
+    del section["MachineMetaData"]["small"]
+    with pytest.raises(SiteConfigError, match=r"testsite\.MachineMetaData\.small"):
+        make_adapter(SGEAdapter, "SGE", section)
+
+
+EXPECTED_STATES = {
+    "fx-run": ("r", ResourceStatus.Running),
+    "fx-susp": ("s", ResourceStatus.Stopped),
+    "fx-pe": ("r", ResourceStatus.Running),
+    "fx-array": ("r", ResourceStatus.Running),
+    "fx-dr": ("dr", ResourceStatus.Running),
+    "fx-eqw": ("Eqw", ResourceStatus.Error),
+    "fx-held": ("hqw", ResourceStatus.Booting),
+}
+
+
+def test_every_state_of_the_recorded_listing_is_mapped(pilot):
+    adapter = adapter_with(pilot)
+    jobs = adapter.parse_listing((SGE / "qstat-states.xml").read_text())
+    by_name = {job.name: job for job in jobs.values()}
+    assert set(by_name) == set(EXPECTED_STATES)
+    for name, (state, status) in EXPECTED_STATES.items():
+        assert by_name[name].state == state
+        assert adapter.translate_state(state) is status
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("qw", ResourceStatus.Booting), ("hRwq", ResourceStatus.Booting),
+        ("t", ResourceStatus.Running), ("Rr", ResourceStatus.Running),
+        ("dt", ResourceStatus.Running), ("S", ResourceStatus.Stopped),
+        ("T", ResourceStatus.Stopped), ("dqw", ResourceStatus.Deleted),
+        ("z", ResourceStatus.Deleted), ("Ehqw", ResourceStatus.Error),
+        ("Rsr", ResourceStatus.Stopped), ("X", None), ("", None),
+    ],
+)  # fmt: skip
+def test_state_letters(pilot, state, status):
+    assert adapter_with(pilot).translate_state(state) is status
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        (SGE / "qstat-states.xml").read_text()[:700],  # truncated mid-document
+        "",  # qstat printed nothing: never read as "all jobs gone"
+        "error: commlib error: got select error (Connection refused)",
+        "<detailed_job_info></detailed_job_info>",
+        "<job_info><queue_info><job_list><JB_job_number>x</JB_job_number></job_list>"
+        "</queue_info></job_info>",
+    ],
+)
+async def test_unreadable_listings_are_retried_not_fatal(pilot, stdout):
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"qstat": stdout}))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+async def test_failing_qstat_is_retried_not_fatal(pilot):
+    executor = RecordingExecutor({"qstat": failure("error: commlib error: got select error")})
+    adapter = adapter_with(pilot, executor=executor)
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+async def test_hanging_qstat_times_out(pilot):
+    class Hanging(RecordingExecutor):
+        async def run_command(self, command, stdin_input=None):
+            await asyncio.sleep(60)
+
+    adapter = adapter_with(pilot, executor=Hanging(), site_keys={"command_timeout": 1})
+    with pytest.raises(TardisTimeout):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+async def test_listed_job_reports_its_state(pilot):
+    executor = RecordingExecutor({"qstat": (SGE / "qstat-states.xml").read_text()})
+    adapter = adapter_with(pilot, executor=executor)
+    assert (
+        await adapter.resource_status(drone(job_id="3"))
+    ).resource_status is ResourceStatus.Booting
+    assert (
+        await adapter.resource_status(drone(job_id="9"))
+    ).resource_status is ResourceStatus.Running
+
+
+async def test_finished_job_is_found_in_the_accounting(pilot):
+    executor = RecordingExecutor(
+        {
+            "qstat": (SGE / "qstat-empty.xml").read_text(),
+            "qacct": (SGE / "qacct-exit3.txt").read_text(),
+        }
+    )
+    adapter = adapter_with(pilot, executor=executor)
+    status = await adapter.resource_status(drone(job_id="11"))
+    assert status.resource_status is ResourceStatus.Deleted
+    # once known to have ended, the accounting is not asked again
+    await adapter.resource_status(drone(job_id="11"))
+    assert sum(command.startswith("qacct") for command, _ in executor.commands) == 1
+
+
+async def test_job_without_accounting_record_is_gone_only_after_the_grace(pilot):
+    unknown = failure((SGE / "qacct-unknown.stderr").read_text())
+    executor = RecordingExecutor({"qstat": (SGE / "qstat-empty.xml").read_text(), "qacct": unknown})
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 3600})
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        await adapter.resource_status(drone(job_id="99999"))
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    status = await adapter.resource_status(drone(job_id="99999"))
+    assert status.resource_status is ResourceStatus.Deleted
+
+
+def test_accounting_of_a_killed_job_is_a_failure(pilot):
+    record = adapter_with(pilot).parse_accounting("12", (SGE / "qacct-killed.txt").read_text())
+    assert record.failed and record.exit_status.startswith("137")
+
+
+async def test_one_listing_per_bulk_window_for_all_drones_and_machine_types(pilot):
+    executor = RecordingExecutor({"qstat": (SGE / "qstat-states.xml").read_text()})
+    section = site_section(str(pilot), ParallelEnvironment="smp")
+    section["MachineTypes"].append("large")
+    section["MachineMetaData"]["large"] = {"Cores": 8, "Memory": 32, "Disk": 100}
+    section["MachineTypeConfiguration"]["large"] = dict(
+        section["MachineTypeConfiguration"]["small"]
+    )
+    section["executor"] = executor
+    small = make_adapter(SGEAdapter, "SGE", section)
+    large = SGEAdapter(machine_type="large", site_name="testsite")
+    await asyncio.gather(
+        *(small.resource_status(drone(job_id="2")) for _ in range(40)),
+        *(large.resource_status(drone(job_id="7")) for _ in range(40)),
+    )
+    assert [command for command, _ in executor.commands] == ["qstat -xml"]
+
+
+async def test_qdel_of_a_job_that_no_longer_exists_is_not_an_error(pilot):
+    # qdel prints this on stdout, with exit code 1
+    gone = failure(stdout=(SGE / "qdel-unknown.stdout").read_text())
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"qdel": gone}))
+    await adapter.terminate_resource(drone(job_id="99999"))
+    await adapter.stop_resource(drone(job_id="99999"))
+
+
+async def test_other_qdel_failures_are_retried(pilot):
+    denied = failure("error: commlib error: access denied")
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"qdel": denied}))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.terminate_resource(drone(job_id="2"))
+
+
+async def test_rejected_submission_is_retried_not_fatal(pilot):
+    rejected = failure((SGE / "qsub-badqueue.stderr").read_text())
+    executor = RecordingExecutor({"qsub": rejected, "qstat": (SGE / "qstat-empty.xml").read_text()})
+    adapter = adapter_with(pilot, executor=executor)
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.deploy_resource(drone())
+
+
+async def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(pilot):
+    listing = (SGE / "qstat-states.xml").read_text().replace("fx-held", "testsite-0123456789")
+    executor = RecordingExecutor({"qstat": listing, "qsub": "77"})
+    adapter = adapter_with(pilot, executor=executor)
+    assert (await adapter.deploy_resource(drone())).remote_resource_uuid == "3"
+    assert not any(command.startswith("qsub") for command, _ in executor.commands)
+    # a second drone is submitted normally, and the listing is not taken again
+    assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "77"
+    assert sum(command.startswith("qstat") for command, _ in executor.commands) == 1
