@@ -44,6 +44,9 @@ setup(
     entry_points={
         "cobald.config.yaml_constructors": [
             "StaticDemand = tardis_sge_dask.demand.static:StaticDemand",
+            "DaskDemandController = tardis_sge_dask.demand.controller:DaskDemandController",
+            "CondorQueueDemand = tardis_sge_dask.demand.htcondor:CondorQueueDemand",
+            "DaskSchedulerDemand = tardis_sge_dask.demand.dask_scheduler:DaskSchedulerDemand",
         ],
         "console_scripts": [],
     },
