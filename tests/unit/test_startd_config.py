@@ -1,0 +1,258 @@
+"""The drone startd's configuration, matched with classad2 against real dask-jobqueue jobs.
+
+No HTCondor daemon can run here (DESIGN §4), so matchmaking is reproduced with the
+``classad2`` bindings of the htcondor wheel:
+
+* the *job ad* is built from the verbatim submit description that dask-jobqueue 0.9.0's
+  ``HTCondorCluster.job_script()`` produced (tests/fixtures/htcondor/*.submit), translated
+  as ``condor_submit`` does it: ``MY.X``/``+X`` lines become attributes, ``$(ClusterId)``
+  and ``$(ProcId)`` are substituted, ``request_*`` become ``Request*``, and the default
+  ``Requirements`` that condor_submit adds when a submit file has none is appended.
+  ``RequestCpus = MY.DaskWorkerCores`` stays an expression: offline it is Undefined,
+  and it only takes a value inside a match (both facts are asserted below);
+* the *machine ad* is the partitionable slot a startd would advertise with the generated
+  configuration: ``STARTD_ATTRS`` attributes, ``Cpus``/``Memory`` from ``NUM_CPUS``/
+  ``MEMORY``, ``Disk`` = the promised disk, ``START``, and the p-slot ``Requirements``
+  (``START`` and the job fitting into the slot);
+* a match is ``classad2.ClassAd.symmetricMatch``: each ad's Requirements evaluated with
+  the other ad as TARGET, as the negotiator does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import classad2
+import pytest
+
+from tardis_sge_dask.pilot.startd_config import (
+    DASK_WORKER_START,
+    StartdConfigError,
+    StartdSettings,
+    main,
+    render_startd_config,
+    settings_from_environment,
+)
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "htcondor"
+SMALL_DASK_JOB = FIXTURES / "dask-jobqueue-0.9.0-2cores-4GB.submit"
+BIG_DASK_JOB = FIXTURES / "dask-jobqueue-0.9.0-8cores-32GB.submit"
+PLAIN_JOB = FIXTURES / "non-dask-job.submit"
+
+# What condor_submit appends when the submit description sets no requirements.
+CONDOR_SUBMIT_DEFAULT_REQUIREMENTS = (
+    '(TARGET.Arch == "X86_64") && (TARGET.OpSys == "LINUX") && (TARGET.Disk >= RequestDisk)'
+    " && (TARGET.Memory >= RequestMemory) && (TARGET.Cpus >= RequestCpus)"
+    " && (TARGET.HasFileTransfer)"
+)
+_SUBMIT_ATTRIBUTE = {
+    "request_cpus": "RequestCpus",
+    "requestcpus": "RequestCpus",
+    "request_memory": "RequestMemory",
+    "requestmemory": "RequestMemory",
+    "request_disk": "RequestDisk",
+    "requestdisk": "RequestDisk",
+}
+
+
+def job_ad(submit_file: Path, cluster: int = 42, proc: int = 0) -> classad2.ClassAd:
+    ad = classad2.ClassAd()
+    ad["ClusterId"] = cluster
+    ad["ProcId"] = proc
+    job_id = f"{cluster}.{proc}"
+    for raw in submit_file.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or line.lower().startswith("queue"):
+            continue
+        key, _, value = (part.strip() for part in line.partition("="))
+        value = value.replace("$(ClusterId)", str(cluster)).replace("$(ProcId)", str(proc))
+        value = value.replace("$F(MY.JobId)", job_id)
+        lowered = key.lower()
+        if lowered.startswith("my.") or key.startswith("+"):
+            ad[key.split(".", 1)[1] if "." in key else key[1:]] = classad2.ExprTree(value)
+        elif lowered in _SUBMIT_ATTRIBUTE:
+            ad[_SUBMIT_ATTRIBUTE[lowered]] = classad2.ExprTree(value)
+        elif lowered == "batch_name":
+            ad["JobBatchName"] = value
+        elif lowered == "executable":
+            ad["Cmd"] = value
+        elif lowered == "arguments":
+            ad["Arguments"] = value.strip('"')
+    ad["Requirements"] = classad2.ExprTree(CONDOR_SUBMIT_DEFAULT_REQUIREMENTS)
+    return ad
+
+
+def parse_config(text: str) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = (part.strip() for part in line.partition("="))
+        # Expand earlier definitions; an undefined $(X) is empty, as in condor_config_val.
+        config[key] = re.sub(r"\$\((\w+)\)", lambda m: config.get(m.group(1), ""), value)
+    return config
+
+
+def machine_ad(config_text: str) -> classad2.ClassAd:
+    """The partitionable slot ad a startd advertises with this configuration."""
+    config = parse_config(config_text)
+    ad = classad2.ClassAd()
+    for attribute in config["STARTD_ATTRS"].split():
+        ad[attribute] = classad2.ExprTree(config[attribute])
+    ad["Name"] = f"slot1@{config['STARTD_NAME']}"
+    ad["Machine"] = config["STARTD_NAME"]
+    ad["Arch"] = "X86_64"
+    ad["OpSys"] = "LINUX"
+    ad["HasFileTransfer"] = True
+    ad["PartitionableSlot"] = config["SLOT_TYPE_1_PARTITIONABLE"] == "True"
+    ad["SlotType"] = "Partitionable"
+    ad["Cpus"] = int(config["NUM_CPUS"])
+    ad["Memory"] = int(config["MEMORY"])
+    # disk=100% of EXECUTE, which the pilot checked holds at least the promised disk.
+    ad["Disk"] = classad2.ExprTree("TardisDroneDisk")
+    ad["START"] = classad2.ExprTree(config["START"])
+    ad["Requirements"] = classad2.ExprTree(
+        "START && (MY.Cpus >= TARGET.RequestCpus) && (MY.Memory >= TARGET.RequestMemory)"
+        " && (MY.Disk >= TARGET.RequestDisk)"
+    )
+    return ad
+
+
+def settings(**overrides) -> StartdSettings:
+    values = dict(
+        uuid="physnet-sge-4c-0a1b2c3d",
+        cores=4,
+        memory_mb=8000,
+        disk_kib=20_000_000,
+        collector="collector.physnet.example:9618",
+        local_dir="/scratch/drone/condor",
+        token_dir="/scratch/drone/tokens.d",
+    )
+    values.update(overrides)
+    return StartdSettings(**values)
+
+
+def test_request_cpus_is_undefined_outside_a_match_and_defined_inside():
+    job = job_ad(SMALL_DASK_JOB)
+    machine = machine_ad(render_startd_config(settings()))
+    assert job.eval("RequestCpus") is classad2.Value.Undefined
+    assert classad2.ExprTree("TARGET.RequestCpus").eval(machine, job) == 2
+    assert classad2.ExprTree("TARGET.RequestMemory").eval(machine, job) == 3814
+
+
+def test_drone_matches_a_real_dask_jobqueue_worker_job():
+    job = job_ad(SMALL_DASK_JOB)
+    machine = machine_ad(render_startd_config(settings()))
+    assert machine.symmetricMatch(job)
+    assert machine.eval("TardisDroneUuid") == "physnet-sge-4c-0a1b2c3d"
+
+
+def test_drone_too_small_for_a_bigger_dask_worker_job():
+    job = job_ad(BIG_DASK_JOB)
+    assert not machine_ad(render_startd_config(settings())).symmetricMatch(job)
+    roomy = settings(cores=8, memory_mb=32_000, disk_kib=20_000_000)
+    assert machine_ad(render_startd_config(roomy)).symmetricMatch(job)
+
+
+def test_default_start_rejects_a_non_dask_job_that_would_fit():
+    plain = job_ad(PLAIN_JOB)
+    restrictive = machine_ad(render_startd_config(settings()))
+    permissive = machine_ad(render_startd_config(settings(start_expression="True")))
+    assert not restrictive.symmetricMatch(plain)
+    assert permissive.symmetricMatch(plain)
+
+
+def test_custom_start_expression_can_narrow_to_one_user_batch():
+    job = job_ad(SMALL_DASK_JOB)
+    mine = f'{DASK_WORKER_START} && (TARGET.JobBatchName == "dummy-name")'
+    other = f'{DASK_WORKER_START} && (TARGET.JobBatchName == "someone-else")'
+    assert machine_ad(render_startd_config(settings(start_expression=mine))).symmetricMatch(job)
+    assert not machine_ad(render_startd_config(settings(start_expression=other))).symmetricMatch(
+        job
+    )
+
+
+def test_drone_past_its_retire_time_takes_no_job():
+    job = job_ad(SMALL_DASK_JOB)
+    fresh = settings(walltime=86_400, lifetime_margin=600, started_at=2_000_000_000)
+    expired = settings(walltime=3_600, lifetime_margin=600, started_at=1_000_000_000)
+    assert machine_ad(render_startd_config(fresh)).symmetricMatch(job)
+    assert not machine_ad(render_startd_config(expired)).symmetricMatch(job)
+    config = parse_config(render_startd_config(expired))
+    assert config["TardisDroneRetireTime"] == str(1_000_000_000 + 3_600 - 600)
+    assert config["STARTD.DAEMON_SHUTDOWN"] == "time() > TardisDroneRetireTime"
+    assert config["MAXJOBRETIREMENTTIME"] == "540"
+
+
+def test_configuration_what_tardis_and_the_pool_rely_on():
+    config = parse_config(render_startd_config(settings(ccb="ccb.physnet.example:9618")))
+    assert config["STARTD_NAME"] == "physnet-sge-4c-0a1b2c3d"
+    assert "TardisDroneUuid" in config["STARTD_ATTRS"].split()
+    assert config["SLOT_TYPE_1_PARTITIONABLE"] == "True"
+    assert config["NUM_SLOTS_TYPE_1"] == "1"
+    assert config["COLLECTOR_HOST"] == "collector.physnet.example:9618"
+    assert config["CCB_ADDRESS"] == "ccb.physnet.example:9618"
+    assert config["USE_SHARED_PORT"] == "True"
+    assert config["SEC_TOKEN_DIRECTORY"] == "/scratch/drone/tokens.d"
+    assert "IDTOKENS" in config["SEC_DEFAULT_AUTHENTICATION_METHODS"]
+    assert config["STARTD_NOCLAIM_SHUTDOWN"] == "600"
+    assert config["MASTER.DAEMON_SHUTDOWN"] == "STARTD_StartTime =?= 0"
+    # CCB defaults to the collector.
+    default_ccb = parse_config(render_startd_config(settings()))
+    assert default_ccb["CCB_ADDRESS"] == "collector.physnet.example:9618"
+
+
+def test_rendering_is_pure():
+    assert render_startd_config(settings()) == render_startd_config(settings())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"uuid": "bad name"},
+        {"cores": 0},
+        {"collector": "host; rm -rf /"},
+        {"start_expression": "True\nSTART = False"},
+        {"walltime": 100, "lifetime_margin": 300},
+    ],
+)
+def test_unsound_settings_are_refused(overrides):
+    with pytest.raises(StartdConfigError):
+        settings(**overrides)
+
+
+ENVIRONMENT = {
+    "TardisDroneUuid": "drone-7",
+    "TardisDroneCores": "2",
+    "TardisDroneMemory": "4000",
+    "TardisDroneDisk": "1000000",
+    "PILOT_COLLECTOR": "pool.example:9618",
+    "PILOT_WALLTIME": "7200",
+    "PILOT_LIFETIME_MARGIN": "600",
+}
+
+
+def test_settings_from_the_pilot_environment(tmp_path):
+    s = settings_from_environment(ENVIRONMENT, tmp_path, now=1_700_000_000)
+    assert (s.uuid, s.cores, s.memory_mb, s.disk_kib) == ("drone-7", 2, 4000, 1_000_000)
+    assert s.token_dir == str(tmp_path / "tokens.d")
+    assert s.retire_time == 1_700_000_000 + 7200 - 600
+    assert s.start_expression == DASK_WORKER_START
+    with pytest.raises(StartdConfigError, match="TardisDroneCores"):
+        settings_from_environment(
+            {k: v for k, v in ENVIRONMENT.items() if k != "TardisDroneCores"}, tmp_path
+        )
+
+
+def test_command_line_writes_the_configuration(tmp_path, monkeypatch, capsys):
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    output = tmp_path / "condor" / "condor_config"
+    assert main(["--scratch", str(tmp_path), "--output", str(output)]) == 0
+    assert "STARTD_NAME = drone-7" in output.read_text()
+    assert (tmp_path / "condor" / "execute").is_dir()
+    monkeypatch.delenv("PILOT_COLLECTOR")
+    assert main(["--scratch", str(tmp_path), "--output", str(output)]) == 2
+    assert "PILOT_COLLECTOR" in capsys.readouterr().err
