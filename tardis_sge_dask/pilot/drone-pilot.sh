@@ -296,9 +296,11 @@ health_checks() {
             "scratch $SCRATCH has ${free} KiB free, the drone promises ${TardisDroneDisk} KiB"
     fi
     if [[ $CVMFS_MODE != none ]]; then
-        local repo
+        # Without an image the payload sees the host's mount point, not /cvmfs.
+        local repo root=/cvmfs
+        [[ $PILOT_CONTAINER == none && $CVMFS_MODE != cvmfsexec ]] && root=$CVMFS_HOST_ROOT
         for repo in $(cvmfs_repositories); do
-            in_payload_env ls "/cvmfs/$repo/" >/dev/null 2>&1 \
+            in_payload_env ls "$root/$repo/" >/dev/null 2>&1 \
                 || die "$EXIT_HEALTH" "CVMFS repository $repo is not readable where the payload runs"
         done
     fi
