@@ -49,7 +49,8 @@ ATTRIBUTES = (
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, Real):
+    # classad2.Value (Undefined, Error) is an int enum: it must not pass for a number
+    if isinstance(value, (bool, classad2.Value)) or not isinstance(value, Real):
         return None
     return float(value)
 
@@ -81,7 +82,11 @@ def parse_ads(text: str, output_format: str = "long") -> list[classad2.ClassAd]:
     if not text.strip():
         return []
     if output_format == "long":
-        return list(classad2.parseAds(text, classad2.ParserType.Old))
+        ads = list(classad2.parseAds(text, classad2.ParserType.Old))
+        if not ads:
+            # classad2 skips what it cannot read; output without a single ad is an error
+            raise ValueError(f"no job ad in condor_q output: {text[:80]!r}")
+        return ads
     if output_format == "json":
         return [_json_ad(item) for item in json.loads(text)]
     if output_format == "af":

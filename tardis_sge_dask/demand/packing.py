@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _EPS = 1e-9
+_REMEMBERED_FULL = 64
 
 
 @dataclass(frozen=True, order=True)
@@ -128,7 +129,7 @@ def pack(
             if placed:
                 drone.take(job, placed)
                 remaining -= placed
-        open_drones = [d for d in open_drones if d.cores > _EPS or d.gpus > 0]
+        open_drones = [d for d in open_drones if d.cores > _EPS]
         if remaining <= 0:
             continue
         candidates = [m for m in machine_types if m.holds(job) > 0]
@@ -139,6 +140,12 @@ def pack(
         per_drone = machine.holds(job)
         full, rest = divmod(remaining, per_drone)
         result.drones[machine.name] += full + (1 if rest else 0)
+        # leftover room of the new drones takes smaller jobs later; identical full drones
+        # are remembered up to a bound so huge bursts stay cheap
+        for _ in range(min(full, _REMEMBERED_FULL)):
+            leftover = _OpenDrone(machine, machine.cores, machine.memory_gb, machine.gpus)
+            leftover.take(job, per_drone)
+            open_drones.append(leftover)
         if rest:
             partial = _OpenDrone(machine, machine.cores, machine.memory_gb, machine.gpus)
             partial.take(job, rest)
