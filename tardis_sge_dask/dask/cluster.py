@@ -1,0 +1,167 @@
+"""``OverlayCluster``: dask-jobqueue's HTCondorCluster for the PHYSnet overlay pool.
+
+Differences to the stock ``HTCondorCluster`` (all configurable under ``jobqueue.overlay``):
+
+* worker jobs are marked ``IsDaskWorker = true`` (what the demand controller counts) and
+  may only run on drones (``TARGET.TardisDroneUuid =!= undefined``);
+* no shared filesystem: the worker's Python is the one inside the drone image, TLS files
+  travel with the job (``transfer_input_files``) and are referenced by their base names in
+  the job's scratch directory, the worker's local directory is HTCondor's scratch;
+* the scheduler can advertise a ``contact_address`` (a notebook behind NAT);
+* workers retire themselves before the drone ends (``--lifetime`` with stagger) and listen
+  on a port range a site firewall can open.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shlex
+from typing import Any
+
+import dask
+from dask_jobqueue import HTCondorCluster
+from dask_jobqueue.htcondor import HTCondorJob
+
+CONFIG_NAME = "overlay"
+
+#: defaults on top of dask-jobqueue's own ``jobqueue.htcondor`` section; the same keys are
+#: documented in configs/jobqueue.yaml
+OVERLAY_DEFAULTS: dict[str, Any] = {
+    "name": "dask-worker",
+    # the interpreter inside the drone image, found on the drone's PATH
+    "python": "python3",
+    "death-timeout": 120,
+    "local-directory": "$_CONDOR_SCRATCH_DIR",
+    "shebang": "#!/usr/bin/env condor_submit",
+    # seconds before the drone ends; workers retire before that
+    "lifetime": "3h",
+    "lifetime-stagger": "5m",
+    "worker-ports": "40000:40100",
+    "nanny-ports": "40100:40200",
+    "contact-address": None,
+    "job-extra-directives": {},
+    "scheduler-options": {},
+}
+
+DRONE_REQUIREMENT = "(TARGET.TardisDroneUuid =!= undefined)"
+
+
+def register_defaults() -> None:
+    """Make ``jobqueue.overlay`` exist with every key dask-jobqueue reads."""
+    base = copy.deepcopy(dask.config.get("jobqueue.htcondor", default={}) or {})
+    base.update(OVERLAY_DEFAULTS)
+    dask.config.update_defaults({"jobqueue": {CONFIG_NAME: base}})
+
+
+register_defaults()
+
+
+def _config(key: str) -> Any:
+    return dask.config.get(f"jobqueue.{CONFIG_NAME}.{key}")
+
+
+class OverlayJob(HTCondorJob):
+    """One Dask-worker job for the overlay pool."""
+
+    config_name = CONFIG_NAME
+
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        name: str | None = None,
+        *,
+        contact_address: str | None = None,
+        lifetime: str | None = None,
+        lifetime_stagger: str | None = None,
+        worker_ports: str | None = None,
+        nanny_ports: str | None = None,
+        **kwargs: Any,
+    ):
+        extra = list(kwargs.pop("worker_extra_args", None) or _config("worker-extra-args") or [])
+        lifetime = lifetime if lifetime is not None else _config("lifetime")
+        stagger = lifetime_stagger if lifetime_stagger is not None else _config("lifetime-stagger")
+        worker_ports = worker_ports if worker_ports is not None else _config("worker-ports")
+        nanny_ports = nanny_ports if nanny_ports is not None else _config("nanny-ports")
+        if lifetime:
+            extra += ["--lifetime", str(lifetime)]
+            if stagger:
+                extra += ["--lifetime-stagger", str(stagger)]
+        if worker_ports:
+            extra += ["--worker-port", str(worker_ports)]
+        if nanny_ports:
+            extra += ["--nanny-port", str(nanny_ports)]
+        # behind NAT the scheduler's own address is not what the drone can reach
+        scheduler = contact_address or _config("contact-address") or scheduler
+        super().__init__(scheduler, name, worker_extra_args=extra, **kwargs)
+
+        directives = {
+            "MY.IsDaskWorker": "true",
+            "Requirements": DRONE_REQUIREMENT,
+            "should_transfer_files": "YES",
+            "when_to_transfer_output": "ON_EXIT",
+        }
+        security = kwargs.get("security")
+        files = _tls_files(security)
+        if files:
+            # the drone has no shared filesystem: ship the files, point at the copies
+            for path in files:
+                self._command_template = self._command_template.replace(
+                    path, os.path.basename(path)
+                )
+            directives["transfer_input_files"] = ",".join(files)
+        # the user's own directives win
+        for key, value in directives.items():
+            self.job_header_dict.setdefault(key, value)
+        if "Requirements" in (self.job_extra_directives or {}):
+            user = self.job_extra_directives["Requirements"]
+            self.job_header_dict["Requirements"] = f"{DRONE_REQUIREMENT} && ({user})"
+
+
+def _tls_files(security: Any) -> list[str]:
+    if not security:
+        return []
+    config = security.get_tls_config_for_role("worker")
+    return [
+        value
+        for key, value in config.items()
+        if key != "ciphers" and isinstance(value, str) and value and "\n" not in value
+    ]
+
+
+class OverlayCluster(HTCondorCluster):
+    """Dask workers as jobs of the overlay HTCondor pool, landing on TARDIS drones.
+
+    Accepts everything ``HTCondorCluster`` accepts, plus
+
+    :param contact_address: address workers use to reach the scheduler (NAT, containers)
+    :param lifetime: worker ``--lifetime`` (default ``jobqueue.overlay.lifetime``)
+    :param lifetime_stagger: worker ``--lifetime-stagger``
+    :param worker_ports: worker listening port range, e.g. ``"40000:40100"``
+    :param nanny_ports: nanny listening port range
+    """
+
+    job_cls = OverlayJob
+
+    def __init__(self, *args: Any, contact_address: str | None = None, **kwargs: Any):
+        contact_address = contact_address or _config("contact-address")
+        if contact_address:
+            options = dict(kwargs.pop("scheduler_options", None)
+                           or _config("scheduler-options") or {})
+            options.setdefault("contact_address", contact_address)
+            if "port" not in options:
+                port = contact_address.rsplit(":", 1)[-1]
+                if port.isdigit():
+                    options["port"] = int(port)
+            kwargs["scheduler_options"] = options
+            kwargs["contact_address"] = contact_address
+        super().__init__(*args, **kwargs)
+
+
+def submit_file_arguments(job_script: str) -> list[str]:
+    """The worker command line of a rendered job script (for checks and tests)."""
+    for line in job_script.splitlines():
+        if line.startswith("Arguments = "):
+            quoted = line[len("Arguments = "):].strip().strip('"')
+            return shlex.split(quoted.replace("''", "'"))
+    return []
