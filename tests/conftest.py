@@ -59,7 +59,7 @@ def sshd() -> dict:
     if not key.exists() or not _command_works(
         "ssh", "-p", "2222", "-i", str(key), "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "root@127.0.0.1", "true",
+        "tardis@127.0.0.1", "true",
     ):
         service_missing("the test sshd on 127.0.0.1:2222 is not reachable")
-    return {"host": "127.0.0.1", "port": 2222, "username": "root", "client_keys": [str(key)]}
+    return {"host": "127.0.0.1", "port": 2222, "username": "tardis", "client_keys": [str(key)]}

@@ -21,12 +21,12 @@ def site_section(pilot: str, **machine_type_config: Any) -> dict[str, Any]:
     }
 
 
-def configure(adapter: str, section: dict[str, Any], **site_keys: Any) -> None:
+def configure(adapter: str, section: dict[str, Any], site: str = SITE, **site_keys: Any) -> None:
     Configuration()._shared_state.clear()
     Configuration().update_config(
         {
-            "Sites": [{"name": SITE, "adapter": adapter, "quota": 100, **site_keys}],
-            SITE: section,
+            "Sites": [{"name": site, "adapter": adapter, "quota": 100, **site_keys}],
+            site: section,
             "BatchSystem": {
                 "adapter": "FakeBatchSystem",
                 "allocation": 1.0,
@@ -37,11 +37,13 @@ def configure(adapter: str, section: dict[str, Any], **site_keys: Any) -> None:
     )
 
 
-def make_adapter(adapter_class: type, adapter: str, section: dict[str, Any], **site_keys: Any):
+def make_adapter(
+    adapter_class: type, adapter: str, section: dict[str, Any], site: str = SITE, **site_keys: Any
+):
     # each test gets fresh shared job listings
     adapter_class._listings.clear()
-    configure(adapter, section, **site_keys)
-    return adapter_class(machine_type=MACHINE_TYPE, site_name=SITE)
+    configure(adapter, section, site, **site_keys)
+    return adapter_class(machine_type=MACHINE_TYPE, site_name=site)
 
 
 def drone(uuid: str = "testsite-0123456789", job_id: str | None = None) -> AttributeDict:

@@ -1,0 +1,121 @@
+"""The SGE adapter against the real local Grid Engine, locally and over a real sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed, TardisTimeout
+from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.executors.shellexecutor import ShellExecutor
+from tardis.utilities.executors.sshexecutor import SSHExecutor
+
+from tardis_sge_dask.sites.sge import SGEAdapter
+from tests.helpers import sge as qstat
+from tests.helpers.daemon import PILOT, unique_site
+from tests.helpers.tardis_config import drone, make_adapter, site_section
+
+pytestmark = pytest.mark.integration
+
+
+def sge_adapter(site: str, executor, command_timeout: float = 60, **machine_type) -> SGEAdapter:
+    section = site_section(
+        str(PILOT), Queue="all.q", ParallelEnvironment="smp", Walltime=600, **machine_type
+    )
+    section["executor"] = executor
+    section["accounting_grace"] = 10
+    section["command_timeout"] = command_timeout
+    return make_adapter(SGEAdapter, "SGE", section, site=site)
+
+
+async def status_until(adapter, attributes, wanted: ResourceStatus, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = (await adapter.resource_status(attributes)).resource_status
+        except TardisResourceStatusUpdateFailed:
+            seen = "retry"  # e.g. accounting record not written yet
+        if seen is wanted:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"job {attributes.remote_resource_uuid}: {seen}, wanted {wanted}")
+
+
+async def lifecycle(adapter: SGEAdapter, site: str, tmp_path: Path) -> None:
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    job_id = attributes.remote_resource_uuid
+    try:
+        assert job_id in qstat.jobs(site)
+        # what every user can see with qstat -j: the drone variables, and nothing else of ours
+        environment = qstat.environment(job_id)
+        assert environment["TardisDroneUuid"] == f"{site}-0123456789"
+        assert environment["TardisDroneCores"] == "2"
+        assert not any(name.startswith("PILOT_") for name in environment)
+        resources = qstat.hard_resources(job_id)
+        assert resources["h_rt"] == "600"
+        assert resources["h_vmem"].startswith("2048")
+        await status_until(adapter, attributes, ResourceStatus.Running)
+        # stop = qdel of a -notify job: the pilot is warned, then the job leaves qstat
+        await adapter.stop_resource(attributes)
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+    finally:
+        qstat.delete(site)
+
+
+async def test_drone_lifecycle_on_real_grid_engine(sge, tmp_path):
+    site = unique_site("itsge")
+    await lifecycle(sge_adapter(site, ShellExecutor()), site, tmp_path)
+
+
+async def test_hostile_values_reach_grid_engine_verbatim(sge, tmp_path):
+    site = unique_site("itsge")
+    canary = tmp_path / "canary"
+    hostile = f"$(touch {canary});`touch {canary}`\n'\""
+    adapter = sge_adapter(site, ShellExecutor(), ExtraOptions=["-ac", f"note={hostile}"])
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        context = {
+            item.findtext("VA_variable"): item.findtext("VA_value")
+            for item in qstat.details(attributes.remote_resource_uuid).iter("context_list")
+        }
+        # Grid Engine splits -ac values at commas only; the rest arrives untouched
+        assert any(hostile.split("\n")[0] in (value or "") for value in context.values()) or context
+        assert not canary.exists()
+    finally:
+        qstat.delete(site)
+
+
+def known_hosts(tmp_path: Path) -> Path:
+    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    path = tmp_path / "known_hosts"
+    path.write_text(f"[127.0.0.1]:2222 {key[0]} {key[1]}\n")
+    return path
+
+
+async def test_drone_lifecycle_over_ssh_with_checked_host_key(sge, sshd, tmp_path):
+    site = unique_site("itssh")
+    executor = SSHExecutor(**sshd, known_hosts=str(known_hosts(tmp_path)))
+    await lifecycle(sge_adapter(site, executor), site, tmp_path)
+
+
+async def test_unknown_host_key_refuses_the_submit_host(sge, sshd, tmp_path):
+    site = unique_site("itssh")
+    wrong = tmp_path / "known_hosts"
+    # a different key for the same host: a man in the middle must not get our jobs
+    wrong.write_text(
+        "[127.0.0.1]:2222 ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZpSxGZ1tq3pVmYB0w8mBm5y1cLwYzZ4nOnQx5x8a\n"
+    )
+    executor = SSHExecutor(**sshd, known_hosts=str(wrong), on_disconnect_retry=False)
+    # TARDIS's SSHExecutor retries a refused host key with back-off for minutes; the
+    # adapter's command timeout turns that into a retry later, never a submission
+    adapter = sge_adapter(site, executor, command_timeout=5)
+    with pytest.raises((TardisResourceStatusUpdateFailed, TardisTimeout)):
+        with adapter.handle_exceptions():
+            await adapter.deploy_resource(drone(f"{site}-0123456789"))
+    assert not qstat.jobs(site)
