@@ -1,0 +1,399 @@
+"""The embedded default: drones as local processes, ``adapter: Local``.
+
+A drone is the same job script a batch site would get (the pilot behind its ``export``
+lines, ``PILOT_BATCH_SYSTEM=local``), run by ``bash`` in a session of its own on this
+host — Dask's ``LocalCluster`` for this world. The job script comes from the shared
+batch-site base (:meth:`BatchSiteAdapter.render_submission`), so what ``render`` shows
+is what runs.
+
+* the drone's id is ``PID-STARTTICKS``: the pid alone may be reused, the start time in
+  ``/proc/PID/stat`` makes it unique, so a daemon restarted from the SqliteRegistry finds
+  its drones again (they run in their own session and outlive the daemon);
+* the cores of the live drones of a site never exceed ``MaxCores`` (default: this
+  host's CPUs); a deployment beyond it is refused with ``TardisQuotaExceeded``;
+* stop = SIGTERM to the pilot, which retires its worker (the warning signal of
+  ``PILOT_BATCH_SYSTEM=local``); after ``StopGrace`` seconds the whole process tree is
+  killed. Terminate = SIGTERM, then the kill after ``TerminateGrace`` seconds.
+
+Site keys (besides the machine types)::
+
+    Local:
+      MaxCores: 2              # cores all live drones of this site may use together
+      StateDirectory: /var/lib/tardis-sge-dask/local   # job scripts, logs, pid records
+      StopGrace: 60            # seconds from SIGTERM to the kill on a stop
+      TerminateGrace: 5        # the same for terminate
+      MachineTypeConfiguration:
+        local1:
+          StartupCommand: ...  # optional: the installed pilot by default
+          JobEnvironment: {PILOT_DASK_SCHEDULER: tcp://127.0.0.1:8786}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tardis.exceptions.tardisexceptions import TardisQuotaExceeded
+from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.attributedict import AttributeDict
+
+from ..pilot import pilot_path
+from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo
+from .settings import SiteConfigError, _number
+
+logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.local")
+
+
+def default_state_directory(site_name: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "tardis-sge-dask" / site_name
+
+
+# ---------------------------------------------------------------- processes
+def process_start(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks since boot, state letter) of a process, None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name is in parentheses and may contain spaces: split after the last ')'
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[19]), fields[0]
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, session id) of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        table[int(entry)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def process_tree(pid: int) -> set[int]:
+    """The process, its descendants and everything in their sessions.
+
+    The pilot starts its payload in a session of its own (so a batch system's signal to
+    the job's process group does not kill it), hence the sessions are followed too.
+    """
+    table = _process_table()
+    if pid not in table:
+        return set()
+    members = {pid}
+    changed = True
+    while changed:
+        # only sessions led by a member: never the caller's own session
+        sessions = {
+            table[member][1] for member in members if table.get(member, (0, 0))[1] in members
+        }
+        grown = {
+            other
+            for other, (parent, session) in table.items()
+            if parent in members or (session in sessions and session != 0)
+        }
+        changed = not grown <= members
+        members |= grown
+    members.discard(os.getpid())
+    return members
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL the tree of ``pid``; how many processes were signalled."""
+    members = process_tree(pid)
+    for member in members:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(members)
+
+
+def parse_drone_id(remote_resource_uuid: Any) -> tuple[int, int] | None:
+    pid, _, ticks = str(remote_resource_uuid).partition("-")
+    if not pid.isdigit() or not ticks.isdigit():
+        return None
+    return int(pid), int(ticks)
+
+
+class LocalAdapter(BatchSiteAdapter):
+    """Drones as pilot processes on this host."""
+
+    batch_system = "local"
+    #: cores of the live drones, per site: {site: {drone uuid: cores}}
+    _cores_in_use: ClassVar[dict[str, dict[str, int]]] = {}
+
+    @property
+    def configuration(self) -> AttributeDict:
+        section = super().configuration
+        machine_types = section.get("MachineTypeConfiguration") if section else None
+        if not isinstance(machine_types, Mapping):
+            return section
+        # the installed pilot is the default StartupCommand: nothing to point at locally
+        section = AttributeDict(section)
+        section["MachineTypeConfiguration"] = AttributeDict(
+            {
+                name: AttributeDict({"StartupCommand": str(pilot_path()), **(value or {})})
+                if isinstance(value, Mapping) or value is None
+                else value
+                for name, value in machine_types.items()
+            }
+        )
+        return section
+
+    def check_settings(self) -> None:
+        site = self.site_name
+        section = super().configuration
+        cpus = os.cpu_count() or 1
+        self.max_cores = int(_number(section.get("MaxCores", cpus), f"{site}.MaxCores", minimum=1))
+        self.stop_grace = _number(section.get("StopGrace", 60), f"{site}.StopGrace")
+        self.terminate_grace = _number(section.get("TerminateGrace", 5), f"{site}.TerminateGrace")
+        directory = section.get("StateDirectory")
+        if directory is not None and (not isinstance(directory, str) or not directory):
+            raise SiteConfigError(
+                f"{site}.StateDirectory", f"expected a directory path, got {directory!r}"
+            )
+        self.state_directory = (
+            Path(os.path.expanduser(directory)) if directory else default_state_directory(site)
+        )
+        cores = self.machine_meta_data.get("Cores")
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise SiteConfigError(
+                f"{site}.MachineMetaData.{self.machine_type}.Cores",
+                f"expected a whole number of cores >= 1, got {cores!r}",
+            )
+        if cores > self.max_cores:
+            raise SiteConfigError(
+                f"{site}.MaxCores",
+                f"{self.max_cores} is less than one drone of {self.machine_type}"
+                f" ({cores} cores): no drone could ever start",
+            )
+        self.cores = cores
+        self._processes: dict[int, subprocess.Popen] = {}
+        self._kill_due: dict[str, float] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------- the job script
+    def pilot_environment(self) -> dict[str, str]:
+        # the drone runs in this very environment: the daemon's Python has dask installed
+        environment = {"PILOT_PYTHON": sys.executable, "PILOT_CONTAINER": "none"}
+        environment.update(super().pilot_environment())
+        return environment
+
+    def script_path(self, drone_uuid: str) -> Path:
+        return self.state_directory / f"{drone_uuid}.sh"
+
+    def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:
+        pairs = [f"{name}={value}" for name, value in environment.items()]
+        return ["env", *pairs, "bash", str(self.script_path(drone_uuid))]
+
+    # the base's listing/accounting dialect: a local drone is read from /proc instead
+    def parse_job_id(self, stdout: str) -> str:
+        raise NotImplementedError("local drones have no submit output")
+
+    def listing_command(self) -> list[str]:
+        raise NotImplementedError("local drones are read from /proc")
+
+    def parse_listing(self, stdout: str) -> dict[str, JobInfo]:
+        raise NotImplementedError("local drones are read from /proc")
+
+    def translate_state(self, state: str) -> ResourceStatus | None:
+        if state in ("Z", "X", "x"):
+            return ResourceStatus.Deleted
+        if state in ("T", "t"):
+            return ResourceStatus.Stopped
+        return ResourceStatus.Running
+
+    def accounting_command(self, job_id: str) -> list[str]:
+        raise NotImplementedError("local drones have no accounting")
+
+    def parse_accounting(self, job_id: str, stdout: str) -> AccountingRecord | None:
+        raise NotImplementedError("local drones have no accounting")
+
+    def terminate_command(self, job_id: str) -> list[str]:
+        raise NotImplementedError("local drones are signalled directly")
+
+    # ------------------------------------------------------------- TARDIS API
+    async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:
+        drone_uuid = resource_attributes.drone_uuid
+        in_use = self._cores_in_use.setdefault(self.site_name, {})
+        used = sum(cores for uuid, cores in in_use.items() if uuid != drone_uuid)
+        if used + self.cores > self.max_cores:
+            logger.info(
+                "%s: %d of %d cores in use, no room for a drone of %d cores",
+                self.site_name,
+                used,
+                self.max_cores,
+                self.cores,
+            )
+            raise TardisQuotaExceeded(
+                f"{self.site_name}: MaxCores {self.max_cores} reached ({used} in use)"
+            )
+        argv, script = self.render_submission(resource_attributes)
+        self.state_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        script_file = self.script_path(drone_uuid)
+        script_file.write_text(script)
+        log = open(self.state_directory / f"{drone_uuid}.log", "ab")
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_directory,
+                # own session: the daemon's terminal or service stop must not hit the drone
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        start = process_start(process.pid)
+        ticks = start[0] if start else 0
+        remote_id = f"{process.pid}-{ticks}"
+        self._processes[process.pid] = process
+        in_use[drone_uuid] = self.cores
+        (self.state_directory / f"{drone_uuid}.json").write_text(
+            json.dumps({"pid": process.pid, "start": ticks, "remote_resource_uuid": remote_id})
+        )
+        logger.info(
+            "drone %s (%s/%s): started as local process %s (%s)",
+            drone_uuid,
+            self.site_name,
+            self.machine_type,
+            process.pid,
+            shlex.join(argv[-2:]),
+        )
+        return AttributeDict(remote_resource_uuid=remote_id, resource_status=ResourceStatus.Booting)
+
+    def _remote_id(self, resource_attributes: AttributeDict) -> str | None:
+        remote_id = resource_attributes.get("remote_resource_uuid")
+        if remote_id:
+            return str(remote_id)
+        # restored before the registry recorded the start: the pid record tells
+        record = self.state_directory / f"{resource_attributes.drone_uuid}.json"
+        try:
+            return json.loads(record.read_text())["remote_resource_uuid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _status(self, remote_id: str | None) -> ResourceStatus:
+        parsed = parse_drone_id(remote_id)
+        if parsed is None:
+            return ResourceStatus.Deleted
+        pid, ticks = parsed
+        process = self._processes.get(pid)
+        if process is not None and process.poll() is not None:
+            # our own child: reaped here, so its exit code is known
+            del self._processes[pid]
+            level = logging.INFO if process.returncode == 0 else logging.WARNING
+            logger.log(
+                level,
+                "%s: local drone process %s exited with %s",
+                self.site_name,
+                pid,
+                process.returncode,
+            )
+            return ResourceStatus.Deleted
+        current = process_start(pid)
+        if current is None or current[0] != ticks:
+            return ResourceStatus.Deleted  # gone, or the pid now belongs to another process
+        return self.translate_state(current[1])
+
+    async def resource_status(self, resource_attributes: AttributeDict) -> AttributeDict:
+        drone_uuid = resource_attributes.drone_uuid
+        remote_id = self._remote_id(resource_attributes)
+        status = self._status(remote_id)
+        in_use = self._cores_in_use.setdefault(self.site_name, {})
+        if status is ResourceStatus.Deleted:
+            in_use.pop(drone_uuid, None)
+            self._kill_due.pop(drone_uuid, None)
+            # the pid record goes only once the process is known dead; the log stays
+            for suffix in (".json", ".sh"):
+                (self.state_directory / f"{drone_uuid}{suffix}").unlink(missing_ok=True)
+        else:
+            in_use.setdefault(drone_uuid, self.cores)  # restored drones count as well
+            due = self._kill_due.get(drone_uuid)
+            if due is not None and time.monotonic() >= due:
+                self._kill(drone_uuid, remote_id)
+        result = AttributeDict(resource_status=status)
+        if remote_id is not None:
+            result["remote_resource_uuid"] = remote_id
+        return result
+
+    def _signal(self, remote_id: str | None, signum: int) -> bool:
+        parsed = parse_drone_id(remote_id)
+        if parsed is None or self._status(remote_id) is ResourceStatus.Deleted:
+            return False
+        try:
+            os.kill(parsed[0], signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _kill(self, drone_uuid: str, remote_id: str | None) -> None:
+        self._kill_due.pop(drone_uuid, None)
+        parsed = parse_drone_id(remote_id)
+        if parsed is None or self._status(remote_id) is ResourceStatus.Deleted:
+            return
+        count = kill_tree(parsed[0])
+        logger.warning(
+            "drone %s (%s): still running after its grace; killed %d process(es)",
+            drone_uuid,
+            self.site_name,
+            count,
+        )
+
+    def _schedule_kill(self, resource_attributes: AttributeDict, grace: float) -> None:
+        drone_uuid = resource_attributes.drone_uuid
+        remote_id = self._remote_id(resource_attributes)
+        due = time.monotonic() + grace
+        self._kill_due[drone_uuid] = min(due, self._kill_due.get(drone_uuid, due))
+
+        async def later() -> None:
+            await asyncio.sleep(grace)
+            if drone_uuid in self._kill_due:
+                try:
+                    self._kill(drone_uuid, remote_id)
+                except Exception:  # noqa: BLE001 - a task of its own must not die loudly
+                    logger.exception("%s: killing drone %s failed", self.site_name, drone_uuid)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop_resource(self, resource_attributes: AttributeDict) -> None:
+        with self.handle_exceptions():
+            remote_id = self._remote_id(resource_attributes)
+            if self._signal(remote_id, signal.SIGTERM):
+                logger.info(
+                    "%s: SIGTERM sent, the pilot retires its worker (kill in %.0f s)",
+                    self.describe(resource_attributes),
+                    self.stop_grace,
+                )
+                self._schedule_kill(resource_attributes, self.stop_grace)
+
+    async def terminate_resource(self, resource_attributes: AttributeDict) -> None:
+        with self.handle_exceptions():
+            remote_id = self._remote_id(resource_attributes)
+            if self._signal(remote_id, signal.SIGTERM):
+                logger.info(
+                    "%s: terminating (kill in %.0f s)",
+                    self.describe(resource_attributes),
+                    self.terminate_grace,
+                )
+                self._schedule_kill(resource_attributes, self.terminate_grace)
