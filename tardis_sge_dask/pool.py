@@ -24,9 +24,20 @@ from cobald.interfaces import Pool
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.pool")
 
 
-def release_order(child: Pool) -> tuple[bool, float, float]:
-    """Sort key for children to release: queued first, then idle, then the least busy."""
-    return (child.supply > 0, child.allocation, child.utilisation)
+#: TARDIS drone states in which the batch job already runs but the drone is not yet seen
+#: in the overlay (each lasts up to one heartbeat): supply is still 0, yet the payload may
+#: already be working - a Dask worker joins the scheduler before TARDIS looks again
+JOINING_STATES = frozenset({"IntegrateState", "IntegratingState"})
+
+
+def is_joining(child: Pool) -> bool:
+    """Whether a drone's job has started at the site but TARDIS has not integrated it yet."""
+    return type(getattr(child, "state", None)).__name__ in JOINING_STATES
+
+
+def release_order(child: Pool) -> tuple[bool, bool, float, float]:
+    """Sort key for children to release: queued first, then joining, idle, least busy."""
+    return (child.supply > 0, is_joining(child), child.allocation, child.utilisation)
 
 
 # Not re-decorated with @service: FactoryPool already is (trio flavour) and a second

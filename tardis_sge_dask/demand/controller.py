@@ -3,11 +3,13 @@
 Every ``interval`` the controller reads its demand source, packs the waiting worker jobs
 onto the configured machine types and sets the demand (in cores) to
 
-    per machine type:  busy drones + max(drones needed for waiting jobs, recently idle drones)
+    per machine type:  busy + max(drones needed for waiting jobs, joining + recently idle)
 
 * busy drones (running workers) are always kept;
 * drones still queued at the site count only as long as waiting jobs need them — when the
   demand goes away the package's pool cancels them;
+* a drone whose job has started but which TARDIS has not integrated yet ("joining", supply
+  still 0) is kept like a recently idle one: its worker may already be computing;
 * an idle running drone is kept for ``idle_time`` seconds (a new job may come), then let go
   through TARDIS's drain.
 
@@ -29,7 +31,7 @@ from typing import Any
 from cobald.daemon import service
 from cobald.interfaces import CompositePool, Controller, Pool
 
-from ..pool import ElasticFactoryPool
+from ..pool import ElasticFactoryPool, is_joining
 from .packing import MachineShape, Packing, pack
 from .sources import DemandSnapshot, DemandSource
 
@@ -62,6 +64,10 @@ class DroneCounts:
     busy: int = 0
     idle: int = 0
     starting: int = 0
+    #: job started at the site, not yet integrated by TARDIS (see ``pool.JOINING_STATES``)
+    joining: int = 0
+    #: of those, the ones joining for less than ``idle_time``
+    recent_joining: int = 0
 
 
 class IdleClock:
@@ -134,6 +140,7 @@ class DaskDemandController(Controller):
         )
         self._clock = clock
         self._idle: dict[str, IdleClock] = {}
+        self._joining_since: dict[object, float] = {}
         self._last_good: DemandSnapshot | None = None
         self._failing = False
         self._last_state: tuple | None = None
@@ -187,15 +194,19 @@ class DaskDemandController(Controller):
             return
         packing = pack(snapshot.waiting, machine_types)
         self._report_unfit(packing)
-        counts = self.count_drones(pools, machine_types)
         now = self._clock()
+        counts = self.count_drones(pools, machine_types, now)
         wanted = {}
         for machine in machine_types:
             seen = counts.get(machine.name, DroneCounts())
             clock = self._idle.setdefault(machine.name, IdleClock())
             clock.update(seen.idle, now)
             recent_idle = clock.recent(now, self.idle_time)
-            wanted[machine.name] = seen.busy + max(packing.drones[machine.name], recent_idle)
+            # a joining drone is either busy already (its worker connected before TARDIS
+            # looked) or about to take a waiting job: keep it, but do not count it twice
+            wanted[machine.name] = seen.busy + max(
+                packing.drones[machine.name], seen.recent_joining + recent_idle
+            )
         wanted = self.bound(wanted, machine_types, counts)
         self.apply(wanted, machine_types, pools)
         self._log(snapshot, packing, counts, wanted, machine_types)
@@ -214,20 +225,34 @@ class DaskDemandController(Controller):
         return list(found.values())
 
     def count_drones(
-        self, pools: list[ElasticFactoryPool], machine_types: list[MachineShape]
+        self,
+        pools: list[ElasticFactoryPool],
+        machine_types: list[MachineShape],
+        now: float | None = None,
     ) -> dict[str, DroneCounts]:
+        now = self._clock() if now is None else now
         counts: dict[str, DroneCounts] = {}
         typed = [pool for pool in pools if pool.machine_type]
         if typed:
+            joining_since: dict[object, float] = {}
             for pool in typed:
                 entry = counts.setdefault(pool.machine_type, DroneCounts())
                 for drone in pool.drones:
-                    if drone.supply <= 0:
+                    if drone.supply <= 0 and is_joining(drone):
+                        # a drone that never shows up in the overlay is protected only
+                        # for idle_time, then treated like one still queued
+                        key = self._drone_key(drone)
+                        since = joining_since[key] = self._joining_since.get(key, now)
+                        entry.joining += 1
+                        if now - since < self.idle_time:
+                            entry.recent_joining += 1
+                    elif drone.supply <= 0:
                         entry.starting += 1
                     elif drone.allocation > 0:
                         entry.busy += 1
                     else:
                         entry.idle += 1
+            self._joining_since = joining_since
             return counts
         # a pipeline without our pool: estimate from the aggregate, one machine type
         machine = machine_types[0]
@@ -236,6 +261,12 @@ class DaskDemandController(Controller):
         busy = min(running, math.ceil(supply * self.target.allocation / machine.cores - 1e-9))
         counts[machine.name] = DroneCounts(busy=busy, idle=running - busy)
         return counts
+
+    @staticmethod
+    def _drone_key(drone: Pool) -> object:
+        attributes = getattr(drone, "resource_attributes", None)
+        uuid = getattr(attributes, "drone_uuid", None) if attributes is not None else None
+        return uuid or id(drone)
 
     def bound(
         self,
@@ -249,7 +280,10 @@ class DaskDemandController(Controller):
             budget = self.max_new_cores
             for machine in machine_types:
                 seen = counts.get(machine.name, DroneCounts())
-                have = max(self.wanted.get(machine.name, 0), seen.busy + seen.idle + seen.starting)
+                have = max(
+                    self.wanted.get(machine.name, 0),
+                    seen.busy + seen.idle + seen.starting + seen.joining,
+                )
                 extra = wanted[machine.name] - have
                 if extra > 0:
                     allowed = min(extra, int(budget // cores[machine.name]))
@@ -318,8 +352,12 @@ class DaskDemandController(Controller):
         if state == self._last_state:
             return
         self._last_state = state
+        def joining(name: str) -> str:
+            seen = counts.get(name, DroneCounts()).joining
+            return f", joining {seen}" if seen else ""
+
         per_type = ", ".join(
-            f"{name}: {count} (busy {counts.get(name, DroneCounts()).busy}, "
+            f"{name}: {count} (busy {counts.get(name, DroneCounts()).busy}{joining(name)}, "
             f"for waiting {packing.drones.get(name, 0)})"
             for name, count in sorted(wanted.items())
         )
