@@ -269,7 +269,18 @@ class SlurmBatchAdapter(BatchSiteAdapter):
         if job_id is None:
             return
         job_id = str(job_id)
-        argv = ["scancel", "--batch", f"--signal={self.stop_signal}", job_id]
+        if self.translate_state(self._last_state.get(job_id, "RUNNING")) is not (
+            ResourceStatus.Running
+        ):
+            # not started: there is no pilot to warn
+            await self.terminate_resource(resource_attributes)
+            return
+        # --state=RUNNING: signalling a job that is not running makes scancel retry
+        # "Job can not be altered now" for about 95 s; with the filter it is a no-op and
+        # the kill after the grace removes a job that went back to PENDING
+        argv = [
+            "scancel", "--state=RUNNING", "--batch", f"--signal={self.stop_signal}", job_id
+        ]  # fmt: skip
         try:
             await self.run(argv)
         except CommandExecutionFailure as failure:
@@ -277,7 +288,6 @@ class SlurmBatchAdapter(BatchSiteAdapter):
                 logger.info("%s: already gone", self.describe(resource_attributes))
                 return
             if "can not be altered now" in (failure.stderr or ""):
-                # not started (or still configuring): no pilot to warn, cancel at once
                 await self.terminate_resource(resource_attributes)
                 return
             raise

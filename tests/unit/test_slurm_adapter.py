@@ -1,0 +1,514 @@
+"""SLURM adapter against outputs recorded from the real SLURM 22.05 here (record.sh)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed, TardisTimeout
+from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.executors.shellexecutor import ShellExecutor
+
+from tardis_sge_dask.sites.settings import SiteConfigError
+from tardis_sge_dask.sites.slurm import DEFAULT_JOB_PATH, SLURM_STATES, SlurmBatchAdapter
+from tests.conftest import FIXTURES
+from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
+
+SLURM = FIXTURES / "slurm"
+
+
+@pytest.fixture
+def pilot(tmp_path: Path) -> Path:
+    script = tmp_path / "pilot.sh"
+    script.write_text("#!/bin/sh\necho pilot body\n")
+    return script
+
+
+def adapter_with(
+    pilot: Path, executor=None, site_keys=None, **machine_type_config
+) -> SlurmBatchAdapter:
+    section = site_section(str(pilot), **machine_type_config)
+    if executor is not None:
+        section["executor"] = executor
+    section.update(site_keys or {})
+    return make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+
+
+def failure(stderr: str = "", stdout: str = "", exit_code: int = 1) -> CommandExecutionFailure:
+    return CommandExecutionFailure(
+        message="failed", exit_code=exit_code, stdout=stdout, stderr=stderr
+    )
+
+
+def fixture(name: str) -> str:
+    return (SLURM / name).read_text()
+
+
+def test_submit_command_carries_every_configured_resource(pilot):
+    adapter = adapter_with(
+        pilot,
+        Partition="debug",
+        Account="physnet",
+        QOS="opportunistic",
+        Walltime="2:00:00",
+        LogDirectory="/scratch/drones",
+        ExtraOptions=["--constraint=avx2"],
+    )
+    argv, script = adapter.render_submission(drone())
+    assert argv == [
+        "env", "-i", f"PATH={DEFAULT_JOB_PATH}",
+        "sbatch", "--parsable", "--job-name=testsite-0123456789",
+        "--nodes=1", "--ntasks=1", "--cpus-per-task=2", "--no-requeue",
+        "--partition=debug", "--account=physnet", "--qos=opportunistic",
+        "--mem=4096",  # MachineMetaData Memory is in GB, --mem in MB per node
+        "--time=2:00:00",
+        "--signal=B:USR2@300",
+        "--output=/scratch/drones/%x-%j.out", "--error=/scratch/drones/%x-%j.err",
+        "--export=ALL,TardisDroneCores=2,TardisDroneMemory=4096,"
+        "TardisDroneDisk=10485760,TardisDroneUuid=testsite-0123456789",
+        "--constraint=avx2",
+    ]  # fmt: skip
+    assert script.startswith("#!/bin/bash\n")
+    assert "export PILOT_WALLTIME=7200" in script
+    assert "export PILOT_BATCH_SYSTEM=slurm" in script
+    assert script.rstrip().endswith("echo pilot body")
+
+
+@pytest.mark.parametrize("walltime", [7200, "7200", "120:00", "2:00:00"])
+def test_walltime_takes_the_same_formats_as_sge(pilot, walltime):
+    argv, _ = adapter_with(pilot, Walltime=walltime).render_submission(drone())
+    assert "--time=2:00:00" in argv
+
+
+def test_export_modes_memory_and_warning_can_be_changed(pilot):
+    argv, _ = adapter_with(
+        pilot, Export="login", RequestMemory=False, WarningTime=0
+    ).render_submission(drone())
+    assert argv[0] == "sbatch"
+    assert argv[-1].startswith("--export=TardisDroneCores=2,")
+    assert not any(arg.startswith(("--mem", "--signal")) for arg in argv)
+    argv, _ = adapter_with(
+        pilot, Export="all", StopSignal="SIGTERM", WarningTime=600, JobPath="/opt/bin"
+    ).render_submission(drone())
+    assert argv[0] == "sbatch"
+    assert "--signal=B:TERM@600" in argv
+    argv, _ = adapter_with(pilot, JobPath="/opt/slurm/bin:/usr/bin").render_submission(drone())
+    assert argv[:3] == ["env", "-i", "PATH=/opt/slurm/bin:/usr/bin"]
+
+
+HOSTILE = [
+    "debug; touch {canary}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "a\nb",
+    'it\'s "quoted"',
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+async def test_hostile_values_reach_sbatch_verbatim_and_never_a_shell(tmp_path, pilot, hostile):
+    canary = tmp_path / "canary"
+    value = hostile.format(canary=canary)
+    # a stand-in sbatch that records exactly the argv, stdin and environment it was given
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake_sbatch = bindir / "sbatch"
+    record = tmp_path / "argv.json"
+    fake_sbatch.write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        "seen = {'argv': sys.argv[1:], 'stdin': sys.stdin.read(), 'env': dict(os.environ)}\n"
+        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
+        "print('42')\n"
+    )
+    fake_sbatch.chmod(fake_sbatch.stat().st_mode | stat.S_IEXEC)
+    adapter = adapter_with(
+        pilot,
+        executor=ShellExecutor(),
+        Partition=value,
+        Account=value,
+        ExtraOptions=["--comment", value],
+        JobEnvironment={"PILOT_DASK_SCHEDULER": value},
+        JobPath=f"{bindir}:/usr/bin:/bin",
+    )
+    adapter._adoptable = {}  # no listing: the stand-in has no squeue
+    os.environ["DAEMON_SECRET"] = "do-not-leak"
+    try:
+        result = await adapter.deploy_resource(drone())
+    finally:
+        del os.environ["DAEMON_SECRET"]
+    assert result.remote_resource_uuid == "42"
+    seen = json.loads(record.read_text())
+    argv = adapter.render_submission(drone())[0]
+    assert seen["argv"] == argv[argv.index("sbatch") + 1 :]
+    assert f"--partition={value}" in seen["argv"]
+    assert not canary.exists()
+    # Export: clean -- sbatch (and so the job) sees none of the daemon's environment
+    assert "DAEMON_SECRET" not in seen["env"]
+    assert seen["env"]["PATH"] == f"{bindir}:/usr/bin:/bin"
+    header = seen["stdin"].split("echo pilot body")[0]
+    out = subprocess.run(
+        ["bash", "-c", header + 'printf %s "$PILOT_DASK_SCHEDULER"'], capture_output=True, text=True
+    )
+    assert out.stdout == value
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "key_path"),
+    [
+        ({"StartupCommand": None}, "MachineTypeConfiguration.small.StartupCommand"),
+        ({"Walltime": "two hours"}, "MachineTypeConfiguration.small.Walltime"),
+        ({"ExtraOptions": "--qos=x"}, "MachineTypeConfiguration.small.ExtraOptions"),
+        ({"StopSignal": "PLEASE"}, "MachineTypeConfiguration.small.StopSignal"),
+        ({"StopGrace": -1}, "MachineTypeConfiguration.small.StopGrace"),
+        ({"Export": "none"}, "MachineTypeConfiguration.small.Export"),
+        ({"RequestMemory": "yes"}, "MachineTypeConfiguration.small.RequestMemory"),
+        ({"Walltime": 300, "WarningTime": 300}, "MachineTypeConfiguration.small.WarningTime"),
+        ({"WarningTime": 70000}, "MachineTypeConfiguration.small.WarningTime"),
+    ],
+)
+def test_broken_keys_are_named(pilot, change, key_path):
+    section = site_section(str(pilot))
+    machine_type = section["MachineTypeConfiguration"]["small"]
+    for key, value in change.items():
+        if value is None:
+            machine_type.pop(key)
+        else:
+            machine_type[key] = value
+    with pytest.raises(SiteConfigError) as error:
+        make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+    assert f"testsite.{key_path}" in str(error.value)
+
+
+def test_fractional_cores_are_refused_with_the_key_named(pilot):
+    section = site_section(str(pilot))
+    section["MachineMetaData"]["small"]["Cores"] = 1.5
+    with pytest.raises(SiteConfigError, match=r"testsite\.MachineMetaData\.small\.Cores"):
+        make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+
+
+EXPECTED_STATES = {
+    "fx-completed": ("COMPLETED", ResourceStatus.Deleted),
+    "fx-failed": ("FAILED", ResourceStatus.Deleted),
+    "fx-cancelled": ("CANCELLED", ResourceStatus.Deleted),
+    "fx-timeout": ("TIMEOUT", ResourceStatus.Deleted),
+    "fx-running": ("RUNNING", ResourceStatus.Running),
+    "fx-suspended": ("SUSPENDED", ResourceStatus.Stopped),
+    "fx-held": ("PENDING", ResourceStatus.Booting),
+    "fx-begin": ("PENDING", ResourceStatus.Booting),
+}
+
+
+def test_every_state_of_the_recorded_listing_is_mapped(pilot):
+    adapter = adapter_with(pilot)
+    jobs = adapter.parse_listing(fixture("squeue-states.txt"))
+    by_name = {job.name: job for job in jobs.values()}
+    assert set(by_name) == set(EXPECTED_STATES)
+    for name, (state, status) in EXPECTED_STATES.items():
+        assert by_name[name].state == state
+        assert adapter.translate_state(state) is status
+
+
+# squeue(1) "JOB STATE CODES" of 22.05, plus RUNNING and SUSPENDED listed elsewhere
+EVERY_STATE = (
+    "BOOT_FAIL CANCELLED COMPLETED CONFIGURING COMPLETING DEADLINE FAILED NODE_FAIL "
+    "OUT_OF_MEMORY PENDING PREEMPTED RUNNING RESV_DEL_HOLD REQUEUE_FED REQUEUE_HOLD REQUEUED "
+    "RESIZING REVOKED SIGNALING SPECIAL_EXIT STAGE_OUT STOPPED SUSPENDED TIMEOUT"
+).split()
+
+
+@pytest.mark.parametrize("state", EVERY_STATE)
+def test_every_slurm_state_is_mapped(pilot, state):
+    assert state in SLURM_STATES
+    assert adapter_with(pilot).translate_state(state) is not None
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("CANCELLED by 0", ResourceStatus.Deleted),  # sacct's spelling
+        ("REQUEUE_HOLD", ResourceStatus.Booting),
+        ("STOPPED", ResourceStatus.Stopped),
+        ("SPECIAL_EXIT", ResourceStatus.Error),
+        ("COMPLETING", ResourceStatus.Deleted),
+        ("NEW_STATE", None),
+        ("", None),
+    ],
+)
+def test_state_decisions(pilot, state, status):
+    assert adapter_with(pilot).translate_state(state) is status
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "12|RUNNING",  # truncated line
+        "slurm_load_jobs error: Unable to contact slurm controller (connect failure)",
+        "12|running|x",
+        "|RUNNING|x",
+    ],
+)
+async def test_unreadable_listings_are_retried_not_fatal(pilot, stdout):
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"squeue": stdout}))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+async def test_failing_squeue_is_retried_not_fatal(pilot):
+    down = failure("slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"squeue": down}))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+async def test_hanging_squeue_times_out(pilot):
+    class Hanging(RecordingExecutor):
+        async def run_command(self, command, stdin_input=None):
+            await asyncio.sleep(60)
+
+    adapter = adapter_with(pilot, executor=Hanging(), site_keys={"command_timeout": 1})
+    with pytest.raises(TardisTimeout):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+
+
+def listed_ids() -> dict[str, str]:
+    """fx name -> job id in the recorded listing."""
+    return {
+        line.split("|")[2]: line.split("|")[0]
+        for line in fixture("squeue-states.txt").splitlines()
+        if line
+    }
+
+
+async def test_listed_job_reports_its_state(pilot):
+    ids = listed_ids()
+    executor = RecordingExecutor({"squeue": fixture("squeue-states.txt")})
+    adapter = adapter_with(pilot, executor=executor)
+    for name, status in [
+        ("fx-held", ResourceStatus.Booting),
+        ("fx-running", ResourceStatus.Running),
+        ("fx-suspended", ResourceStatus.Stopped),
+        ("fx-failed", ResourceStatus.Deleted),
+    ]:
+        assert (await adapter.resource_status(drone(job_id=ids[name]))).resource_status is status
+    assert executor.commands[0][0] == "squeue --noheader --states=all --me '--format=%i|%T|%j'"
+
+
+def sacct_answer(command: str) -> str:
+    # the recorded record for the job id on the command line
+    job_id = command.split(" -j ")[1].split()[0]
+    for name in ("completed", "failed", "cancelled", "timeout", "running"):
+        text = fixture(f"sacct-{name}.txt")
+        if text.startswith(f"{job_id}|"):
+            return text
+    return fixture("sacct-unknown.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "failed"),
+    [("completed", False), ("failed", True), ("cancelled", True), ("timeout", True)],
+)
+async def test_finished_job_is_found_in_the_accounting(pilot, name, failed, caplog):
+    job_id = fixture(f"sacct-{name}.txt").split("|")[0]
+    executor = RecordingExecutor({"squeue": fixture("squeue-empty.txt"), "sacct": sacct_answer})
+    adapter = adapter_with(pilot, executor=executor)
+    status = await adapter.resource_status(drone(job_id=job_id))
+    assert status.resource_status is ResourceStatus.Deleted
+    assert (adapter.parse_accounting(job_id, fixture(f"sacct-{name}.txt")).failed) is failed
+    # once known to have ended, the accounting is not asked again
+    await adapter.resource_status(drone(job_id=job_id))
+    assert sum(command.startswith("sacct") for command, _ in executor.commands) == 1
+
+
+async def test_a_job_sacct_still_sees_running_is_never_declared_gone(pilot):
+    job_id = fixture("sacct-running.txt").split("|")[0]
+    executor = RecordingExecutor({"squeue": "", "sacct": sacct_answer})
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        await adapter.resource_status(drone(job_id=job_id))
+
+
+async def test_job_without_accounting_record_is_gone_only_after_the_grace(pilot):
+    executor = RecordingExecutor({"squeue": "", "sacct": fixture("sacct-unknown.txt")})
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 3600})
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        await adapter.resource_status(drone(job_id="999999"))
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    status = await adapter.resource_status(drone(job_id="999999"))
+    assert status.resource_status is ResourceStatus.Deleted
+
+
+async def test_a_site_without_slurmdbd_relies_on_the_listing_and_the_grace(pilot):
+    disabled = failure("sacct: error: Slurm accounting storage is disabled\n")
+    executor = RecordingExecutor({"squeue": "", "sacct": disabled})
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    status = await adapter.resource_status(drone(job_id="12"))
+    assert status.resource_status is ResourceStatus.Deleted
+
+
+async def test_one_listing_per_bulk_window_for_all_drones_and_machine_types(pilot):
+    ids = listed_ids()
+    executor = RecordingExecutor({"squeue": fixture("squeue-states.txt")})
+    section = site_section(str(pilot))
+    section["MachineTypes"].append("large")
+    section["MachineMetaData"]["large"] = {"Cores": 8, "Memory": 32, "Disk": 100}
+    section["MachineTypeConfiguration"]["large"] = dict(
+        section["MachineTypeConfiguration"]["small"]
+    )
+    section["executor"] = executor
+    small = make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+    large = SlurmBatchAdapter(machine_type="large", site_name="testsite")
+    await asyncio.gather(
+        *(small.resource_status(drone(job_id=ids["fx-running"])) for _ in range(40)),
+        *(large.resource_status(drone(job_id=ids["fx-held"])) for _ in range(40)),
+    )
+    assert [command.split()[0] for command, _ in executor.commands] == ["squeue"]
+
+
+def test_parsable_output_is_read(pilot):
+    adapter = adapter_with(pilot)
+    assert adapter.parse_job_id(fixture("sbatch-parsable.txt")).isdigit()
+    assert adapter.parse_job_id("4711;cluster2\n") == "4711"
+
+
+async def test_rejected_submission_is_retried_not_fatal(pilot):
+    for recorded in ("sbatch-badpartition.stderr", "sbatch-badtime.stderr"):
+        rejected = failure(fixture(recorded))
+        executor = RecordingExecutor({"env": rejected, "squeue": ""})
+        adapter = adapter_with(pilot, executor=executor)
+        with pytest.raises(TardisResourceStatusUpdateFailed):
+            with adapter.handle_exceptions():
+                await adapter.deploy_resource(drone())
+
+
+async def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(pilot):
+    ids = listed_ids()
+    listing = fixture("squeue-states.txt").replace("fx-held", "testsite-0123456789")
+    executor = RecordingExecutor({"squeue": listing, "env": "77"})
+    adapter = adapter_with(pilot, executor=executor)
+    assert (await adapter.deploy_resource(drone())).remote_resource_uuid == ids["fx-held"]
+    assert not any("sbatch" in command for command, _ in executor.commands)
+    assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "77"
+    assert sum(command.startswith("squeue") for command, _ in executor.commands) == 1
+
+
+# ------------------------------------------------------------------ stopping drones
+# the listing answers at once, so only the stop grace decides what happens when
+NO_DELAY = {"bulk_delay": 0.01}
+
+
+class ScancelRecorder(RecordingExecutor):
+    """Answers scancel like the real one; ``fail_kills`` plain scancels fail first."""
+
+    def __init__(self, listing: str = "", signal_error: str | None = None, fail_kills: int = 0):
+        super().__init__({"squeue": listing})
+        self.signal_error = signal_error
+        self.fail_kills = fail_kills
+
+    async def run_command(self, command, stdin_input=None):
+        if "--batch" in command and self.signal_error is not None:
+            self.commands.append((command, stdin_input))
+            raise failure(self.signal_error)
+        if command.startswith("scancel ") and "--batch" not in command and self.fail_kills:
+            self.commands.append((command, stdin_input))
+            self.fail_kills -= 1
+            raise failure("scancel: error: Unable to contact slurm controller")
+        return await super().run_command(command, stdin_input)
+
+    def scancels(self) -> list[str]:
+        return [command for command, _ in self.commands if command.startswith("scancel")]
+
+
+async def test_stop_warns_the_pilot_then_cancels_after_the_grace(pilot):
+    executor = ScancelRecorder()
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.2)
+    await adapter.stop_resource(drone(job_id="12"))
+    # the stop itself returns at once; the daemon's loop is not blocked by the grace
+    assert executor.scancels() == ["scancel --state=RUNNING --batch --signal=USR2 12"]
+    await asyncio.sleep(0.5)
+    assert executor.scancels() == ["scancel --state=RUNNING --batch --signal=USR2 12", "scancel 12"]
+
+
+async def test_a_drone_that_ends_within_the_grace_is_not_cancelled(pilot):
+    ids = listed_ids()
+    executor = ScancelRecorder(listing=fixture("squeue-states.txt"))
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.3)
+    job_id = ids["fx-completed"]
+    await adapter.stop_resource(drone(job_id=job_id))
+    status = await adapter.resource_status(drone(job_id=job_id))
+    assert status.resource_status is ResourceStatus.Deleted
+    await asyncio.sleep(0.6)
+    assert executor.scancels() == [f"scancel --state=RUNNING --batch --signal=USR2 {job_id}"]
+
+
+async def test_a_failed_kill_after_the_grace_is_retried_on_the_next_status(pilot):
+    ids = listed_ids()
+    executor = ScancelRecorder(listing=fixture("squeue-states.txt"), fail_kills=1)
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.1)
+    job_id = ids["fx-running"]
+    await adapter.stop_resource(drone(job_id=job_id))
+    await asyncio.sleep(0.4)  # the kill task ran and failed (slurmctld away)
+    assert executor.scancels()[-1] == f"scancel {job_id}"
+    status = await adapter.resource_status(drone(job_id=job_id))
+    assert status.resource_status is ResourceStatus.Running
+    assert executor.scancels().count(f"scancel {job_id}") == 2
+    await adapter.resource_status(drone(job_id=job_id))
+    assert executor.scancels().count(f"scancel {job_id}") == 2
+
+
+async def test_stopping_a_pending_drone_cancels_it_at_once(pilot):
+    ids = listed_ids()
+    executor = ScancelRecorder(listing=fixture("squeue-states.txt"))
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=3600)
+    job_id = ids["fx-held"]
+    await adapter.resource_status(drone(job_id=job_id))
+    await adapter.stop_resource(drone(job_id=job_id))
+    assert executor.scancels() == [f"scancel {job_id}"]
+
+
+async def test_a_job_that_cannot_take_the_signal_is_cancelled_at_once(pilot):
+    executor = ScancelRecorder(signal_error=fixture("scancel-signal-pending.stderr"))
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=3600)
+    await adapter.stop_resource(drone(job_id="12"))
+    assert executor.scancels() == [
+        "scancel --state=RUNNING --batch --signal=USR2 12",
+        "scancel 12",
+    ]
+
+
+@pytest.mark.parametrize(
+    "recorded", ["scancel-signal-unknown.stderr", "scancel-signal-finished.stderr"]
+)
+async def test_stopping_a_job_that_is_gone_is_not_an_error(pilot, recorded):
+    executor = ScancelRecorder(signal_error=fixture(recorded))
+    adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.1)
+    await adapter.stop_resource(drone(job_id="999999"))
+    await asyncio.sleep(0.3)
+    assert executor.scancels() == ["scancel --state=RUNNING --batch --signal=USR2 999999"]
+
+
+async def test_scancel_of_an_unknown_job_is_not_an_error(pilot):
+    # the real scancel exits 0 and prints nothing for an unknown id
+    assert fixture("scancel-unknown.stdout").strip() == "exit 0"
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"scancel": ""}))
+    await adapter.terminate_resource(drone(job_id="999999"))
+
+
+async def test_other_scancel_failures_are_retried(pilot):
+    denied = failure("scancel: error: Kill job error on job id 2: Access/permission denied")
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"scancel": denied}))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.terminate_resource(drone(job_id="2"))
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.stop_resource(drone(job_id="2"))
