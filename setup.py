@@ -48,7 +48,7 @@ setup(
             "CondorQueueDemand = tardis_sge_dask.demand.htcondor:CondorQueueDemand",
             "DaskSchedulerDemand = tardis_sge_dask.demand.dask_scheduler:DaskSchedulerDemand",
         ],
-        "console_scripts": [],
+        "console_scripts": ["tardis-sge-dask = tardis_sge_dask.cli:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

@@ -1,0 +1,113 @@
+"""``tardis-sge-dask``: the admin's command line (demo, check, render, status)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .configfile import ConfigFileError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DEFAULT_CONFIG, run_demo
+
+    config = Path(args.config) if args.config else DEFAULT_CONFIG
+    if not config.exists():
+        print(f"tardis-sge-dask demo: {config} does not exist; pass --config", file=sys.stderr)
+        return 2
+    return run_demo(
+        config=config, tasks=args.tasks, task_seconds=args.task_seconds, timeout=args.timeout
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check
+
+    problems = check(args.config)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: no problems found")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render import RenderError, format_rendered, render
+    from .sites.settings import SiteConfigError
+
+    try:
+        rendered = render(args.config, args.site, args.machine_type, args.drone_uuid)
+    except (RenderError, SiteConfigError, ConfigFileError) as err:
+        print(f"tardis-sge-dask render: {err}", file=sys.stderr)
+        print("(tardis-sge-dask check CONFIG lists every problem of the file)", file=sys.stderr)
+        return 1
+    sys.stdout.write(format_rendered(rendered, show_secrets=args.show_secrets))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import StatusError, as_json, collect, format_table
+
+    try:
+        rows, note = collect(args.config, args.registry)
+    except (StatusError, ConfigFileError) as err:
+        print(f"tardis-sge-dask status: {err}", file=sys.stderr)
+        return 1
+    print(as_json(rows) if args.json else format_table(rows))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(
+        prog="tardis-sge-dask",
+        description="Lend idle batch nodes to Dask users through COBalD/TARDIS drones.",
+    )
+    commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the whole loop on this machine (scheduler, daemon, drones, a computation)"
+    )
+    demo.add_argument("--config", help="configuration to run (default: configs/local.yaml)")
+    demo.add_argument("--tasks", type=int, default=40, help="tasks of the sample computation")
+    demo.add_argument("--task-seconds", type=float, default=0.25, help="seconds each task takes")
+    demo.add_argument(
+        "--timeout", type=float, default=150, help="give up (and clean up) after this many seconds"
+    )
+    demo.set_defaults(run=_demo)
+
+    check = commands.add_parser("check", help="validate a configuration offline")
+    check.add_argument("config", help="the COBalD/TARDIS YAML file")
+    check.set_defaults(run=_check)
+
+    render = commands.add_parser(
+        "render", help="print the submit command and job script a drone would get"
+    )
+    render.add_argument("config")
+    render.add_argument("--site", required=True)
+    render.add_argument("--machine-type", required=True)
+    render.add_argument("--drone-uuid", help="the drone uuid to render (default: a sample)")
+    render.add_argument(
+        "--show-secrets", action="store_true", help="do not mask tokens and passwords"
+    )
+    render.set_defaults(run=_render)
+
+    status = commands.add_parser("status", help="list the drones (registry + overlay)")
+    status.add_argument("config")
+    status.add_argument("--registry", help="the SqliteRegistry file (default: from the config)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=_status)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

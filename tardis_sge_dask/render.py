@@ -1,0 +1,116 @@
+"""``tardis-sge-dask render CONFIG --site S --machine-type M``: what a drone would get.
+
+The site adapter is built from the file exactly as the daemon builds it, and the
+submission comes from the adapter's own :meth:`render_submission` — the method its
+``deploy_resource`` calls — so what is printed is what is submitted. Secrets are masked
+in the printed text only.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from tardis.utilities.attributedict import AttributeDict
+
+from .configfile import install_tardis_configuration, load, tardis_section
+from .poolfactory import batch_system_adapter_class, site_adapter_class
+
+#: variable names whose values are secrets (paths to secrets are not: *_FILE, *_PATH, *_DIR)
+_SECRET_NAME = re.compile(
+    r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|APIKEY|API_KEY)", re.I
+)
+_PATH_NAME = re.compile(r"_(FILE|PATH|DIR|DIRECTORY)$", re.I)
+MASK = "********"
+
+
+class RenderError(ValueError):
+    """The configuration cannot render a drone of that site and machine type."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    site: str
+    machine_type: str
+    drone_uuid: str
+    argv: list[str]
+    script: str
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def is_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name)) and not _PATH_NAME.search(name)
+
+
+def mask(text: str) -> str:
+    """``NAME=value`` / ``export NAME=value`` with a secret NAME get their value masked."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        return f"{match.group(1)}{name}={MASK}" if is_secret(name) else match.group(0)
+
+    return re.sub(
+        r"(^|[\s'\"])([A-Za-z_][A-Za-z0-9_]*)=(?:'[^']*'|\"[^\"]*\"|\S+)", replace, text, flags=re.M
+    )
+
+
+def sample_uuid(site: str) -> str:
+    """A drone uuid in TARDIS's format (site name, dash, ten hex digits)."""
+    return f"{site.lower()}-0123456789"
+
+
+def render(
+    config: str | Path, site: str, machine_type: str, drone_uuid: str | None = None
+) -> Rendered:
+    document = load(config)
+    tardis = tardis_section(document)
+    if tardis is None:
+        raise RenderError(f"{config}: no tardis section")
+    sites = {
+        entry.get("name"): entry for entry in tardis.get("Sites") or [] if isinstance(entry, dict)
+    }
+    if site not in sites:
+        raise RenderError(f"{config}: no site {site!r}; sites: {', '.join(map(str, sites))}")
+    machine_types = (tardis.get(site) or {}).get("MachineTypes") or []
+    if machine_type not in machine_types:
+        raise RenderError(
+            f"{config}: site {site} has no machine type {machine_type!r};"
+            f" machine types: {', '.join(map(str, machine_types))}"
+        )
+    install_tardis_configuration(tardis)
+    adapter_class = site_adapter_class(str(sites[site]["adapter"]))
+    if not hasattr(adapter_class, "render_submission"):
+        raise RenderError(
+            f"adapter {sites[site]['adapter']} is TARDIS's own and renders nothing;"
+            " render works for SGE, SlurmBatch and Local"
+        )
+    adapter = adapter_class(machine_type=machine_type, site_name=site)
+    batch_system = tardis.get("BatchSystem") or {}
+    overlay = batch_system_adapter_class(str(batch_system.get("adapter")))()
+    uuid = drone_uuid or sample_uuid(site)
+    argv, script = adapter.render_submission(
+        AttributeDict(
+            drone_uuid=uuid,
+            site_name=site,
+            machine_type=machine_type,
+            obs_machine_meta_data_translation_mapping=overlay.machine_meta_data_translation_mapping,
+        )
+    )
+    return Rendered(site, machine_type, uuid, list(argv), script)
+
+
+def format_rendered(rendered: Rendered, show_secrets: bool = False) -> str:
+    shown = (lambda text: text) if show_secrets else mask
+    return (
+        f"# drone {rendered.drone_uuid} of site {rendered.site},"
+        f" machine type {rendered.machine_type}\n"
+        f"# submit command (the job script below is its standard input or file):\n"
+        f"{shown(rendered.command)}\n"
+        f"# job script:\n"
+        f"{shown(rendered.script)}"
+    )

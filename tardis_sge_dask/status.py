@@ -1,0 +1,201 @@
+"""``tardis-sge-dask status CONFIG``: the drones, from the registry and the overlay.
+
+The drone registry (TARDIS's SqliteRegistry, ``tardis.Plugins.SqliteRegistry.db_file``)
+holds every drone that is not yet down, with its TARDIS state and batch job id. The
+overlay adds the name under which the drone serves: the Dask worker (direct mode) or the
+HTCondor startd. Reading never changes anything: the database is opened read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .configfile import load, tardis_section
+
+_QUERY = """
+SELECT R.drone_uuid, R.remote_resource_uuid, RS.state, S.site_name, MT.machine_type,
+       R.created, R.updated
+FROM Resources R
+JOIN ResourceStates RS ON R.state_id = RS.state_id
+JOIN Sites S ON R.site_id = S.site_id
+JOIN MachineTypes MT ON R.machine_type_id = MT.machine_type_id
+ORDER BY R.created
+"""
+
+
+class StatusError(ValueError):
+    """The registry cannot be found or read."""
+
+
+@dataclass
+class DroneRow:
+    drone_uuid: str
+    state: str
+    job_id: str
+    site: str
+    machine_type: str
+    created: datetime | None
+    worker: str = ""
+
+    def age(self, now: datetime | None = None) -> str:
+        if self.created is None:
+            return "?"
+        seconds = int(((now or datetime.now()) - self.created).total_seconds())
+        if seconds < 120:
+            return f"{seconds}s"
+        if seconds < 7200:
+            return f"{seconds // 60}m"
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def registry_file(config: str | Path) -> Path:
+    tardis = tardis_section(load(config)) or {}
+    registry = ((tardis.get("Plugins") or {}).get("SqliteRegistry") or {}).get("db_file")
+    if not registry:
+        raise StatusError(
+            f"{config}: tardis.Plugins.SqliteRegistry.db_file is not set; without the registry"
+            " there is no record of the drones"
+        )
+    return Path(registry).expanduser()
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def read_registry(db_file: str | Path) -> list[DroneRow]:
+    path = Path(db_file)
+    if not path.exists():
+        raise StatusError(
+            f"drone registry {path} does not exist (relative paths are relative to the daemon's"
+            " working directory: run status there, or pass --registry)"
+        )
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = connection.execute(_QUERY).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as err:
+        raise StatusError(f"drone registry {path} cannot be read: {err}") from err
+    return [
+        DroneRow(
+            drone_uuid=row[0],
+            job_id="" if row[1] is None else str(row[1]),
+            state=str(row[2]).removesuffix("State"),
+            site=row[3],
+            machine_type=row[4],
+            created=_timestamp(row[5]),
+        )
+        for row in rows
+    ]
+
+
+def dask_workers(batch_system: dict) -> dict[str, str]:
+    """drone uuid (= worker name) -> "address (status)" from the Dask scheduler."""
+    from .demand.dask_scheduler import make_security, scheduler_state
+
+    security = make_security(batch_system.get("security"))
+    state = asyncio.run(
+        scheduler_state(
+            batch_system["scheduler_address"], security, float(batch_system.get("timeout", 10))
+        )
+    )
+    return {
+        info["name"]: f"{address} ({info['status']})" for address, info in state["workers"].items()
+    }
+
+
+def condor_startds() -> dict[str, str]:
+    """drone uuid -> startd name, from ``condor_status`` (the TardisDroneUuid attribute)."""
+    if shutil.which("condor_status") is None:
+        raise OSError("condor_status is not on PATH")
+    result = subprocess.run(
+        [
+            "condor_status",
+            "-constraint",
+            "TardisDroneUuid =!= undefined",
+            "-af:t",
+            "TardisDroneUuid",
+            "Name",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    startds: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        uuid, _, name = line.partition("\t")
+        if uuid and name:
+            startds.setdefault(uuid, name)
+    return startds
+
+
+def collect(config: str | Path, registry: str | Path | None = None) -> tuple[list[DroneRow], str]:
+    """The drones and a note on the overlay ("" when it answered)."""
+    rows = read_registry(registry or registry_file(config))
+    batch_system = (tardis_section(load(config)) or {}).get("BatchSystem") or {}
+    adapter = batch_system.get("adapter")
+    note = ""
+    try:
+        if adapter == "Dask":
+            names = dask_workers(batch_system)
+        elif adapter == "HTCondor":
+            names = condor_startds()
+        else:
+            names = {}
+    except Exception as err:  # noqa: BLE001 - the registry part is still worth showing
+        names = {}
+        note = f"overlay ({adapter}) not reachable: {err or type(err).__name__}"
+    for row in rows:
+        row.worker = names.get(row.drone_uuid, "")
+    return rows, note
+
+
+def format_table(rows: list[DroneRow], now: datetime | None = None) -> str:
+    header = ("DRONE", "STATE", "JOB", "SITE", "MACHINE TYPE", "AGE", "WORKER/STARTD")
+    lines = [
+        (r.drone_uuid, r.state, r.job_id, r.site, r.machine_type, r.age(now), r.worker or "-")
+        for r in rows
+    ]
+    widths = [
+        max(len(str(item)) for item in column) for column in zip(header, *lines, strict=False)
+    ]
+    out = [
+        "  ".join(str(item).ljust(width) for item, width in zip(line, widths, strict=True))
+        for line in (header, *lines)
+    ]
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row.state] = states.get(row.state, 0) + 1
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    out.append(f"{len(rows)} drone(s){': ' + summary if summary else ''}")
+    return "\n".join(line.rstrip() for line in out)
+
+
+def as_json(rows: list[DroneRow]) -> str:
+    return json.dumps(
+        [
+            {
+                **asdict(row),
+                "created": row.created.isoformat() if row.created else None,
+                "age": row.age(),
+            }
+            for row in rows
+        ],
+        indent=2,
+    )
