@@ -109,8 +109,10 @@ class Display:
 
     def show(self, seen: Observation) -> None:
         drones = ", ".join(f"{state} {count}" for state, count in sorted(seen.drones.items()))
-        text = f"demand {seen.demand:g} cores (peak {seen.peak_demand:g}) | drones: {drones or 'none'}"
-            f" | workers {seen.workers}"
+        text = (
+            f"demand {seen.demand:g} cores (peak {seen.peak_demand:g})"
+            f" | drones: {drones or 'none'} | workers {seen.workers}"
+        )
         if self.tty:
             width = 24
             filled = int(width * seen.done / seen.total) if seen.total else 0
