@@ -127,13 +127,19 @@ def _load_reference(reference: str) -> Any:
 
 
 class Checker:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, check_files: bool = True):
         self.path = str(path)
+        self.check_files = check_files
         self.problems: list[Problem] = []
         self.tags = yaml_tags()
 
     def report(self, key_path: str, problem: str, fix: str) -> None:
         self.problems.append(Problem(self.path, key_path, problem, fix))
+
+    def report_file(self, key_path: str, problem: str, fix: str) -> None:
+        """A file on this host is missing: a problem only where the daemon runs."""
+        if self.check_files:
+            self.report(key_path, problem, fix)
 
     # ------------------------------------------------------------------ entry
     def run(self) -> list[Problem]:
@@ -262,7 +268,8 @@ class Checker:
             )
             return
         try:
-            signature = inspect.signature(target)
+            # a class's own __init__: decorators such as cobald's @service wrap __new__
+            signature = inspect.signature(target.__init__ if inspect.isclass(target) else target)
         except (TypeError, ValueError):
             return
         parameters = {
@@ -354,7 +361,7 @@ class Checker:
             return
         directory = os.path.dirname(os.path.abspath(os.path.expanduser(registry["db_file"])))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            self.report(
+            self.report_file(
                 "tardis.Plugins.SqliteRegistry.db_file",
                 f"directory {directory} does not exist or is not writable",
                 "create it for the daemon's user, or point db_file elsewhere",
@@ -411,7 +418,7 @@ class Checker:
             if key in security:
                 why = _readable(security[key])
                 if why:
-                    self.report(
+                    self.report_file(
                         f"{key_path}.{key}",
                         f"TLS file {security[key]} {why}",
                         "copy the certificate/key there, readable by the daemon's user",
@@ -429,7 +436,7 @@ class Checker:
         for index, key in enumerate(keys):
             why = _readable(key)
             if why:
-                self.report(
+                self.report_file(
                     f"{key_path}.client_keys[{index}]",
                     f"SSH key {key} {why}",
                     "create the key (ssh-keygen -t ed25519) readable only by the daemon's"
@@ -437,7 +444,7 @@ class Checker:
                 )
         known_hosts = value.get("known_hosts")
         if isinstance(known_hosts, str) and _readable(known_hosts):
-            self.report(
+            self.report_file(
                 f"{key_path}.known_hosts",
                 f"known_hosts file {known_hosts} {_readable(known_hosts)}",
                 "ssh-keyscan the submit host into that file",
@@ -619,7 +626,7 @@ class Checker:
         elif startup is not None:
             why = _readable(str(startup))
             if why:
-                self.report(
+                self.report_file(
                     f"{config_path}.StartupCommand",
                     f"pilot {startup} {why}",
                     "point it at the installed pilot (python -m tardis_sge_dask.pilot --path)",
@@ -665,7 +672,7 @@ class Checker:
                 )
             elif adapter == "Local" and _readable(str(token)):
                 # a local drone runs here, so the token must be readable here
-                self.report(
+                self.report_file(
                     f"{config_path}.JobEnvironment.PILOT_TOKEN_FILE",
                     f"token file {token} {_readable(str(token))}",
                     "create the token (condor_token_create) readable by the daemon's user",
@@ -700,9 +707,14 @@ class Checker:
                     )
 
 
-def check(path: str | Path) -> list[Problem]:
-    """Every problem of the configuration file at ``path`` (empty: it is fine)."""
-    return Checker(path).run()
+def check(path: str | Path, check_files: bool = True) -> list[Problem]:
+    """Every problem of the configuration file at ``path`` (empty: it is fine).
+
+    ``check_files=False`` skips the files that must exist on the daemon's host (pilot,
+    SSH keys, tokens, TLS files, the registry's directory), to check a production
+    configuration elsewhere.
+    """
+    return Checker(path, check_files).run()
 
 
 __all__ = ["Problem", "check", "plain"]

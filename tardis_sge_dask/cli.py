@@ -24,7 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from .check import check
 
-    problems = check(args.config)
+    problems = check(args.config, check_files=not args.skip_files)
     for problem in problems:
         print(problem)
     if problems:
@@ -82,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a configuration offline")
     check.add_argument("config", help="the COBalD/TARDIS YAML file")
+    check.add_argument(
+        "--skip-files",
+        action="store_true",
+        help="do not check files of the daemon's host (pilot, SSH keys, tokens, TLS files,"
+        " registry directory): for a production config checked on another machine",
+    )
     check.set_defaults(run=_check)
 
     render = commands.add_parser(
