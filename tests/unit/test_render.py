@@ -1,0 +1,151 @@
+"""``tardis-sge-dask render``: what it prints is what the adapter really submits."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import yaml
+from tardis.utilities.attributedict import AttributeDict
+
+from tardis_sge_dask.cli import main
+from tardis_sge_dask.render import MASK, mask, render
+from tardis_sge_dask.sites.sge import SGEAdapter
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PILOT = ROOT / "tardis_sge_dask" / "pilot" / "drone-pilot.sh"
+
+STAND_IN_QSUB = """#!/bin/bash
+# records its argv (one per line) and the job script on stdin, answers like qsub -terse
+printf '%s\\n' "$0" "$@" > "$RECORD_DIR/argv"
+cat > "$RECORD_DIR/stdin"
+echo 4711
+"""
+STAND_IN_QSTAT = """#!/bin/bash
+echo '<?xml version="1.0"?><job_info><queue_info></queue_info><job_info></job_info></job_info>'
+"""
+
+
+def sge_config(tmp_path: Path) -> Path:
+    document = {
+        "pipeline": [{"__type__": "tardis_sge_dask.poolfactory.create_composite_pool"}],
+        "tardis": {
+            "BatchSystem": {"adapter": "Dask", "scheduler_address": "tcp://127.0.0.1:8786"},
+            "Sites": [{"name": "renderq", "adapter": "SGE", "quota": 16}],
+            "renderq": {
+                "MachineTypes": ["quad"],
+                "MachineMetaData": {"quad": {"Cores": 4, "Memory": 8, "Disk": 20}},
+                "MachineTypeConfiguration": {
+                    "quad": {
+                        "StartupCommand": str(PILOT),
+                        "Queue": "all.q",
+                        "ParallelEnvironment": "smp",
+                        "Walltime": "2:00:00",
+                        "JobEnvironment": {
+                            "PILOT_DASK_SCHEDULER": "tcp://10.0.0.1:8786",
+                            "PILOT_TOKEN_FILE": "/etc/condor/tokens.d/drone",
+                            "OVERLAY_PASSWORD": "hunter2",
+                        },
+                    }
+                },
+            },
+        },
+    }
+    path = tmp_path / "sge.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def stand_ins(tmp_path: Path, monkeypatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("qsub", STAND_IN_QSUB), ("qstat", STAND_IN_QSTAT)):
+        program = bin_dir / name
+        program.write_text(text)
+        program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path))
+    return bin_dir
+
+
+async def test_render_is_what_the_sge_adapter_submits(tmp_path, monkeypatch):
+    config = sge_config(tmp_path)
+    stand_ins(tmp_path, monkeypatch)
+    rendered = render(config, "renderq", "quad", drone_uuid="renderq-abcdef0123")
+
+    # render left the adapter's configuration installed, as the daemon would have it
+    SGEAdapter._listings.clear()
+    adapter = SGEAdapter(machine_type="quad", site_name="renderq")
+    result = await adapter.deploy_resource(
+        AttributeDict(
+            drone_uuid="renderq-abcdef0123",
+            site_name="renderq",
+            machine_type="quad",
+            obs_machine_meta_data_translation_mapping=AttributeDict(
+                Cores=1, Memory=1024, Disk=1024 * 1024
+            ),
+        )
+    )
+    assert result.remote_resource_uuid == "4711"
+    submitted_argv = (tmp_path / "argv").read_text().splitlines()
+    assert Path(submitted_argv[0]).name == "qsub"
+    assert ["qsub", *submitted_argv[1:]] == rendered.argv
+    assert (tmp_path / "stdin").read_text() == rendered.script
+    # the drone's sizes travel in the overlay's units, settings inside the script
+    assert "TardisDroneMemory=8192" in rendered.argv
+    assert "export PILOT_DASK_SCHEDULER=tcp://10.0.0.1:8786" in rendered.script
+
+
+def test_render_command_line_masks_secrets(tmp_path, capsys):
+    config = sge_config(tmp_path)
+    assert main(["render", str(config), "--site", "renderq", "--machine-type", "quad"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# drone renderq-0123456789 of site renderq, machine type quad")
+    assert "qsub -terse -N renderq-0123456789 -S /bin/bash -q all.q -pe smp 4" in out
+    assert f"export OVERLAY_PASSWORD={MASK}" in out and "hunter2" not in out
+    # a path to a secret is not a secret
+    assert "export PILOT_TOKEN_FILE=/etc/condor/tokens.d/drone" in out
+    assert "#!/bin/bash" in out and "drone-pilot" in out
+
+    assert (
+        main(
+            ["render", str(config), "--site", "renderq", "--machine-type", "quad", "--show-secrets"]
+        )
+        == 0
+    )
+    assert "export OVERLAY_PASSWORD=hunter2" in capsys.readouterr().out
+
+
+def test_render_of_the_local_config_runs_the_pilot_with_bash(capsys):
+    assert (
+        main(
+            [
+                "render",
+                str(ROOT / "configs" / "local.yaml"),
+                "--site",
+                "Local",
+                "--machine-type",
+                "local1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "env TardisDroneCores=1 TardisDroneMemory=1024" in out
+    assert "TardisDroneUuid=local-0123456789 bash " in out
+    assert "export PILOT_BATCH_SYSTEM=local" in out
+    assert "export PILOT_CONTAINER=none" in out
+
+
+def test_render_names_what_is_missing(tmp_path, capsys):
+    config = sge_config(tmp_path)
+    assert main(["render", str(config), "--site", "renderq", "--machine-type", "huge"]) == 1
+    assert "site renderq has no machine type 'huge'; machine types: quad" in capsys.readouterr().err
+    assert main(["render", str(config), "--site", "nosuch", "--machine-type", "quad"]) == 1
+    assert "no site 'nosuch'; sites: renderq" in capsys.readouterr().err
+
+
+def test_mask_keeps_plain_values():
+    text = "export SECRET_KEY='a b'\nexport PILOT_MODE=dask\n-v TOKEN=xyz"
+    assert mask(text) == f"export SECRET_KEY={MASK}\nexport PILOT_MODE=dask\n-v TOKEN={MASK}"
