@@ -1,0 +1,166 @@
+"""The SLURM adapter against the real local slurmctld/slurmd, locally and over a real sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
+from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.executors.shellexecutor import ShellExecutor
+from tardis.utilities.executors.sshexecutor import SSHExecutor
+
+from tardis_sge_dask.sites.slurm import SlurmBatchAdapter
+from tests.helpers import slurm as sq
+from tests.helpers.daemon import unique_site
+from tests.helpers.tardis_config import drone, make_adapter, site_section
+
+pytestmark = pytest.mark.integration
+
+SIGNAL_PILOT = Path(__file__).parent / "data" / "signal-pilot.sh"
+
+
+def slurm_adapter(site: str, executor, log_directory: Path, **machine_type) -> SlurmBatchAdapter:
+    section = site_section(
+        str(SIGNAL_PILOT),
+        Partition="debug",
+        Walltime="0:10:00",
+        LogDirectory=str(log_directory),
+        **machine_type,
+    )
+    # the local node has 2 cores, shared with other tests
+    section["MachineMetaData"]["small"] = {"Cores": 1, "Memory": 1, "Disk": 1}
+    section["executor"] = executor
+    section["accounting_grace"] = 10
+    section["bulk_delay"] = 0.1
+    return make_adapter(SlurmBatchAdapter, "SlurmBatch", section, site=site)
+
+
+async def status_until(adapter, attributes, wanted: ResourceStatus, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = (await adapter.resource_status(attributes)).resource_status
+        except TardisResourceStatusUpdateFailed:
+            seen = "retry"  # e.g. accounting record not written yet
+        if seen is wanted:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"job {attributes.remote_resource_uuid}: {seen}, wanted {wanted}")
+
+
+def output(log_directory: Path, attributes) -> list[str]:
+    path = log_directory / f"{attributes.drone_uuid}-{attributes.remote_resource_uuid}.out"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def until_output(log_directory: Path, attributes, line: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in output(log_directory, attributes):
+        assert time.monotonic() < deadline, output(log_directory, attributes)
+        await asyncio.sleep(0.5)
+
+
+async def graceful_lifecycle(adapter: SlurmBatchAdapter, site: str, logs: Path) -> None:
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    job_id = attributes.remote_resource_uuid
+    try:
+        job = sq.show(job_id)
+        assert job["JobName"] == f"{site}-0123456789"
+        assert job["TimeLimit"] == "00:10:00"
+        assert job["MinMemoryNode"] == "1G"
+        assert job["NumCPUs"] == "1"
+        assert job["Requeue"] == "0"
+        await status_until(adapter, attributes, ResourceStatus.Running)
+        await until_output(logs, attributes, f"started drone {site}-0123456789 cores=1")
+        await adapter.stop_resource(attributes)
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+        # the pilot got its warning and ended by itself: no kill was needed
+        assert output(logs, attributes)[-1] == "got USR2"
+        assert sq.accounting(job_id) == ("COMPLETED", "0:0")
+    finally:
+        sq.cancel(site)
+
+
+async def test_graceful_stop_on_real_slurm(slurm, tmp_path):
+    site = unique_site("itslurm")
+    await graceful_lifecycle(slurm_adapter(site, ShellExecutor(), tmp_path), site, tmp_path)
+
+
+async def test_a_pilot_that_ignores_the_warning_is_cancelled_after_the_grace(slurm, tmp_path):
+    site = unique_site("itslurm")
+    adapter = slurm_adapter(
+        site,
+        ShellExecutor(),
+        tmp_path,
+        StopGrace=3,
+        StopSignal="USR1",
+        JobEnvironment={"PILOT_STUBBORN": "1"},
+    )
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        await status_until(adapter, attributes, ResourceStatus.Running)
+        await until_output(tmp_path, attributes, f"started drone {site}-0123456789 cores=1")
+        await adapter.stop_resource(attributes)
+        await until_output(tmp_path, attributes, "got USR1")
+        # the kill follows the grace without anyone asking for the status
+        await until_output(tmp_path, attributes, "got TERM")
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+        lines = output(tmp_path, attributes)
+        assert lines.index("got USR1") < lines.index("got TERM")
+        assert sq.accounting(attributes.remote_resource_uuid)[0].startswith("CANCELLED")
+    finally:
+        sq.cancel(site)
+
+
+async def test_stopping_a_queued_drone_cancels_it(slurm, tmp_path):
+    site = unique_site("itslurm")
+    adapter = slurm_adapter(site, ShellExecutor(), tmp_path, ExtraOptions=["--hold"])
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        await status_until(adapter, attributes, ResourceStatus.Booting)
+        await adapter.stop_resource(attributes)
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+        assert sq.jobs(site)[attributes.remote_resource_uuid]["state"] == "CANCELLED"
+    finally:
+        sq.cancel(site)
+
+
+async def test_an_external_scancel_is_noticed(slurm, tmp_path):
+    site = unique_site("itslurm")
+    adapter = slurm_adapter(site, ShellExecutor(), tmp_path)
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        await status_until(adapter, attributes, ResourceStatus.Running)
+        sq.cancel(site)
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+    finally:
+        sq.cancel(site)
+
+
+def known_hosts(tmp_path: Path) -> Path:
+    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    path = tmp_path / "known_hosts"
+    path.write_text(f"[127.0.0.1]:2222 {key[0]} {key[1]}\n")
+    return path
+
+
+async def test_graceful_stop_over_ssh_with_checked_host_key(slurm, sshd, tmp_path):
+    site = unique_site("itslssh")
+    executor = SSHExecutor(**sshd, known_hosts=str(known_hosts(tmp_path)))
+    # the jobs run as the ssh login's user, who cannot write into pytest's private tmp
+    logs = Path(tempfile.mkdtemp(prefix=f"{site}-"))
+    logs.chmod(0o1777)
+    try:
+        await graceful_lifecycle(slurm_adapter(site, executor, logs), site, logs)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
