@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +288,7 @@ class Demo:
 
         # the scheduler shares this terminal: its INFO lines would drown the progress
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
         self.display.say(f"tardis-sge-dask demo: configuration {self.config}")
         self.display.say(f"  scratch directory {self.workdir} (daemon log: daemon.log)")
         try:
