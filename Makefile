@@ -26,3 +26,6 @@ unit:
 
 lint:
 	$(PY) -m ruff check .
+
+demo:
+	$(VENV)/bin/tardis-sge-dask demo
