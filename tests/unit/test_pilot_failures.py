@@ -131,7 +131,9 @@ def test_image_configured_but_no_container_runtime(drone_env, scratch_base, tmp_
 def test_required_cvmfs_missing(drone_env, scratch_base, tmp_path):
     drone_env["PILOT_CVMFS_REPOSITORIES"] = "cms.cern.ch,grid.cern.ch"
     drone_env["PILOT_CVMFS_ROOT"] = str(tmp_path / "no-cvmfs-here")
-    assert_failure(run_pilot(drone_env), 12, "'cms.cern.ch,grid.cern.ch' are required", scratch_base)
+    assert_failure(
+        run_pilot(drone_env), 12, "'cms.cern.ch,grid.cern.ch' are required", scratch_base
+    )
 
 
 def test_optional_cvmfs_missing_only_warns(drone_env, scratch_base, tmp_path):
