@@ -26,7 +26,10 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -42,6 +45,38 @@ DRONES = 3  # 1-core drones; the machine has 2 cores, Grid Engine 16 slots
 TASKS = 18
 TASK_SECONDS = 2.0
 IDLE_TIME = 10  # seconds an idle drone is kept before the controller lets it go
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What differs between batch systems in this test; the rest is the same run."""
+
+    adapter: str
+    #: the machine type's configuration besides StartupCommand and LogDirectory
+    machine_type: dict[str, Any]
+    #: job id -> {name, state} of the jobs still in the batch system, by name prefix
+    jobs: Callable[[str], dict[str, dict[str, str]]]
+    #: removes every job of a name prefix (cleanup)
+    cleanup: Callable[[str], None]
+    #: glob patterns of a drone's stdout / stderr file in LogDirectory
+    out_log: str
+    err_log: str
+
+
+SGE = Backend(
+    adapter="SGE",
+    machine_type={
+        "Queue": "all.q",
+        "Walltime": 3600,
+        # h_vmem is a hard address-space limit; a Python worker maps far more than it
+        # uses, so memory is left to Dask's own limit here
+        "MemoryResource": None,
+    },
+    jobs=qstat.jobs,
+    cleanup=qstat.delete,
+    out_log="{name}.o*",
+    err_log="{name}.e*",
+)
 
 
 class SchedulerProcess:
@@ -75,12 +110,14 @@ class SchedulerProcess:
                 self.process.kill()
 
 
-def direct_mode_config(directory: Path, site: str, scheduler: str, logs: Path) -> Path:
+def direct_mode_config(
+    directory: Path, site: str, scheduler: str, logs: Path, backend: Backend
+) -> Path:
     """The unified config an admin would write for direct mode, scaled down to this host."""
     path, _ = unified_config(
         directory,
         site=site,
-        adapter="SGE",
+        adapter=backend.adapter,
         quota=DRONES,
         interval=2,
         heartbeat=2,
@@ -99,12 +136,8 @@ def direct_mode_config(directory: Path, site: str, scheduler: str, logs: Path) -
             "MachineTypeConfiguration": {
                 "onecore": {
                     "StartupCommand": str(pilot_path()),
-                    "Queue": "all.q",
-                    "Walltime": 3600,
-                    # h_vmem is a hard address-space limit; a Python worker maps far more
-                    # than it uses, so memory is left to Dask's own limit here
-                    "MemoryResource": None,
                     "LogDirectory": str(logs),
+                    **backend.machine_type,
                 }
             },
         },
@@ -131,7 +164,11 @@ def direct_mode_config(directory: Path, site: str, scheduler: str, logs: Path) -
 
 
 def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
-    site = unique_site("e2esge")
+    run_end_to_end(tmp_path, SGE, unique_site("e2esge"))
+
+
+def run_end_to_end(tmp_path: Path, backend: Backend, site: str) -> None:
+    """Work in, drones up, right result, work gone, drones retired and gone."""
     logs = tmp_path / "logs"
     logs.mkdir()
     record = tmp_path / "executions"
@@ -139,7 +176,9 @@ def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
     daemon = None
     try:
         address = scheduler.start()
-        daemon = CobaldDaemon(direct_mode_config(tmp_path, site, address, logs)).start()
+        daemon = CobaldDaemon(
+            direct_mode_config(tmp_path, site, address, logs, backend)
+        ).start()
 
         def run_task(index: int) -> int:
             # defined here so that cloudpickle ships it by value to the drone's worker
@@ -153,11 +192,11 @@ def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
         with Client(address, set_as_default=False) as client:
             # nothing is queued yet: no drone may appear
             time.sleep(6)
-            assert not qstat.jobs(site), "drones were submitted without any work"
+            assert not backend.jobs(site), "drones were submitted without any work"
 
             futures = client.map(run_task, range(TASKS), pure=False)
-            wait_until(lambda: len(qstat.jobs(site)) >= DRONES, 120,
-                       f"{DRONES} drones queued at Grid Engine", daemon)
+            wait_until(lambda: len(backend.jobs(site)) >= DRONES, 120,
+                       f"{DRONES} drones queued at the batch system", daemon)
             wait_until(
                 lambda: sum(name.startswith(site) for name in worker_names(client)) >= 1,
                 300, "a drone's worker to join the scheduler", daemon,
@@ -166,8 +205,8 @@ def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
             assert results == [index * index for index in range(TASKS)]
 
             drone_workers = {name for name in worker_names(client) if name.startswith(site)}
-            job_names = {job["name"] for job in qstat.jobs(site).values()}
-            # a worker is the drone of the Grid Engine job of the same name
+            job_names = {job["name"] for job in backend.jobs(site).values()}
+            # a worker is the drone of the batch job of the same name
             assert drone_workers and drone_workers <= job_names
             assert len(job_names) <= DRONES
 
@@ -177,8 +216,8 @@ def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
 
             # the user is done: drop the results, the scheduler wants no workers
             del futures, results
-            wait_until(lambda: not qstat.jobs(site), IDLE_TIME + 240,
-                       "the drones to leave Grid Engine", daemon)
+            wait_until(lambda: not backend.jobs(site), IDLE_TIME + 240,
+                       "the drones to leave the batch system", daemon)
             assert not [name for name in worker_names(client) if name.startswith(site)]
 
         scheduler_log = scheduler.log()
@@ -190,17 +229,17 @@ def test_dask_work_scales_sge_drones_up_and_down(sge, tmp_path):
         # every pilot saw its worker leave and ended cleanly (the .e files hold the
         # worker's own log; a pilot failure would be a "drone-pilot: error:" line there)
         for name in job_names:
-            [pilot_log] = logs.glob(f"{name}.o*")
+            [pilot_log] = logs.glob(backend.out_log.format(name=name))
             ended = pilot_log.read_text()
             assert "payload finished" in ended or "payload left after the drain" in ended, ended
-            [error_log] = logs.glob(f"{name}.e*")
+            [error_log] = logs.glob(backend.err_log.format(name=name))
             assert "drone-pilot: error" not in error_log.read_text()
         assert daemon.alive, daemon.log()[-4000:]
         assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
     finally:
         if daemon is not None:
             daemon.stop()
-        qstat.delete(site)
+        backend.cleanup(site)
         scheduler.stop()
 
 
