@@ -319,7 +319,9 @@ health_checks() {
         [[ $PILOT_CONTAINER != none ]] && PILOT_CHECK_GFAL2=true || PILOT_CHECK_GFAL2=false
     fi
     if is_true "$PILOT_CHECK_GFAL2"; then
-        in_payload_env "$(payload_python)" -c 'import gfal2; gfal2.creat_context()' >/dev/null 2>&1 \
+        # gfal2's bindings belong to the system python, not to the Dask one.
+        in_payload_env "${PILOT_GFAL2_PYTHON:-/usr/bin/python3}" \
+            -c 'import gfal2; gfal2.creat_context()' >/dev/null 2>&1 \
             || die "$EXIT_HEALTH" "gfal2 is not usable where the payload runs"
     fi
     log "health checks passed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,7 @@ def test_x509_proxy_expiring_before_the_walltime(drone_env, scratch_base, tmp_pa
 
 def test_gfal2_check_fails_where_gfal2_is_missing(drone_env, scratch_base):
     drone_env["PILOT_CHECK_GFAL2"] = "true"
-    drone_env["PILOT_PYTHON"] = "false"
+    drone_env["PILOT_GFAL2_PYTHON"] = sys.executable  # a python without gfal2
     assert_failure(run_pilot(drone_env), 14, "gfal2 is not usable", scratch_base)
 
 
