@@ -242,6 +242,13 @@ provide_cvmfs() {
         return 0
     fi
     log "CVMFS provided by: $CVMFS_MODE"
+    # The grid CAs come from CVMFS when it carries them, so the image need not be rebuilt
+    # for every CA update.
+    if [[ -z ${X509_CERT_DIR-} && " $(cvmfs_repositories | paste -sd' ' -) " == *" grid.cern.ch "* ]]; then
+        local root=/cvmfs
+        [[ $PILOT_CONTAINER == none && $CVMFS_MODE != cvmfsexec ]] && root=$CVMFS_HOST_ROOT
+        export X509_CERT_DIR=$root/grid.cern.ch/etc/grid-security/certificates
+    fi
 }
 
 # ---------------------------------------------------------------- running things
