@@ -21,7 +21,7 @@ readonly EXIT_TOKEN=13
 readonly EXIT_HEALTH=14
 readonly EXIT_PAYLOAD=15
 
-PILOT_STARTED=$SECONDS
+STARTED_AT=$SECONDS
 SCRATCH=""
 PAYLOAD_PID=""
 DRAINING=0
@@ -314,7 +314,7 @@ health_checks() {
     if [[ -n $PILOT_X509_PROXY ]]; then
         [[ -r $PILOT_X509_PROXY ]] || die "$EXIT_HEALTH" "X.509 proxy '$PILOT_X509_PROXY' is not readable"
         local needed=${PILOT_WALLTIME:-0}
-        ((needed -= SECONDS - PILOT_STARTED))
+        ((needed -= SECONDS - STARTED_AT))
         ((needed < 0)) && needed=0
         local -a openssl=(openssl)
         command -v openssl >/dev/null 2>&1 || openssl=(in_payload_env openssl)
@@ -339,7 +339,7 @@ health_checks() {
 LIFETIME=""
 remaining_lifetime() {
     [[ -n $PILOT_WALLTIME ]] || return 0
-    LIFETIME=$((PILOT_WALLTIME - (SECONDS - PILOT_STARTED) - PILOT_LIFETIME_MARGIN))
+    LIFETIME=$((PILOT_WALLTIME - (SECONDS - STARTED_AT) - PILOT_LIFETIME_MARGIN))
     ((LIFETIME > 0)) || die "$EXIT_ENVIRONMENT" "no walltime left for the payload"
 }
 

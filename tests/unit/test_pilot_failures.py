@@ -10,6 +10,7 @@ as PILOT_PYTHON where a test needs the pilot to get that far.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,13 @@ def test_exit_codes_are_distinct_and_documented():
     body = pilot_path().read_text()
     for code in EXIT_CODES:
         assert f"={code}\n" in body
+
+
+def test_every_setting_the_pilot_reads_is_documented():
+    docs = (Path(__file__).parents[2] / "docs" / "pilot.md").read_text()
+    used = set(re.findall(r"\bPILOT_[A-Z0-9_]+", pilot_path().read_text()))
+    assert used, "the pilot reads no PILOT_* settings?"
+    assert sorted(name for name in used if f"`{name}`" not in docs) == []
 
 
 def test_a_good_environment_runs_the_payload_and_cleans_scratch(drone_env, scratch_base):
