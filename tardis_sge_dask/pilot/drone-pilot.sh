@@ -401,15 +401,21 @@ drain() {
     DRAINING=1
     log "received SIG$signal: draining the $PILOT_MODE payload"
     [[ -n $PAYLOAD_PID ]] || exit "$EXIT_OK"
+    # The drain command runs in a session of its own as well: Grid Engine SIGKILLs the
+    # job's process group after its notify time, and a retirement that is under way
+    # should finish even if the pilot does not live to see it.
+    local -a detach=()
+    command -v setsid >/dev/null 2>&1 && detach=(setsid)
     local ok=1
     case $PILOT_MODE in
         dask)
-            timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" "$(payload_python)" -c "$RETIRE_PY" \
-                "$PILOT_DASK_SCHEDULER" "$TardisDroneUuid" "$PILOT_RETIRE_TIMEOUT" && ok=0
+            "${detach[@]}" timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" "$(payload_python)" \
+                -c "$RETIRE_PY" "$PILOT_DASK_SCHEDULER" "$TardisDroneUuid" "$PILOT_RETIRE_TIMEOUT" \
+                && ok=0
             ;;
         htcondor)
-            timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" condor_off -peaceful -daemon startd \
-                && ok=0
+            "${detach[@]}" timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" \
+                condor_off -peaceful -daemon startd && ok=0
             ;;
     esac
     if ((ok != 0)); then
