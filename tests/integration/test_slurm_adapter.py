@@ -25,13 +25,8 @@ SIGNAL_PILOT = Path(__file__).parent / "data" / "signal-pilot.sh"
 
 
 def slurm_adapter(site: str, executor, log_directory: Path, **machine_type) -> SlurmBatchAdapter:
-    section = site_section(
-        str(SIGNAL_PILOT),
-        Partition="debug",
-        Walltime="0:10:00",
-        LogDirectory=str(log_directory),
-        **machine_type,
-    )
+    settings = {"Partition": "debug", "Walltime": "0:10:00", "LogDirectory": str(log_directory)}
+    section = site_section(str(SIGNAL_PILOT), **{**settings, **machine_type})
     # the local node has 2 cores, shared with other tests
     section["MachineMetaData"]["small"] = {"Cores": 1, "Memory": 1, "Disk": 1}
     section["executor"] = executor
@@ -116,6 +111,22 @@ async def test_a_pilot_that_ignores_the_warning_is_cancelled_after_the_grace(slu
         lines = output(tmp_path, attributes)
         assert lines.index("got USR1") < lines.index("got TERM")
         assert sq.accounting(attributes.remote_resource_uuid)[0].startswith("CANCELLED")
+    finally:
+        sq.cancel(site)
+
+
+async def test_the_pilot_is_warned_before_the_time_limit(slurm, tmp_path):
+    site = unique_site("itslurm")
+    # SLURM sends the --signal warning up to 60 s early: somewhere in the first minute here
+    adapter = slurm_adapter(site, ShellExecutor(), tmp_path, Walltime="0:02:00", WarningTime=60)
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        assert sq.show(attributes.remote_resource_uuid)["TimeLimit"] == "00:02:00"
+        await until_output(tmp_path, attributes, "got USR2", timeout=150)
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
+        # the pilot ended itself on the warning, before SLURM's time limit
+        assert sq.accounting(attributes.remote_resource_uuid) == ("COMPLETED", "0:0")
     finally:
         sq.cancel(site)
 

@@ -96,6 +96,22 @@ def test_demand_brings_drones_up_replaces_lost_ones_and_removes_them_gracefully(
     assert daemon.alive
 
 
+def test_restart_after_sigkill_finds_every_drone_and_submits_no_duplicates(site):
+    name, daemon, demand, _ = site
+    daemon.start()
+    demand.write_text("2")
+    before = set(wait_until(count(2, name, only_running=True), 120, "2 running drones", daemon))
+    daemon.kill()
+
+    daemon.start()
+    wait_until(lambda: "restored 2 drone(s)" in daemon.log(), 60, "drones restored", daemon)
+    # several heartbeats and factory cycles: a duplicate would have been submitted by now
+    time.sleep(15)
+    assert set(sq.alive(name)) == before
+    demand.write_text("0")
+    wait_until(count(0, name), 180, "restored drones removed at demand 0", daemon)
+
+
 def test_slurmctld_outage_is_survived(site):
     name, daemon, demand, _ = site
     daemon.start()
