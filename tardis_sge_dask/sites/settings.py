@@ -90,6 +90,13 @@ def _number(value: Any, key_path: str, *, minimum: float = 0) -> float:
     return float(value)
 
 
+def _positive(value: Any, key_path: str) -> float:
+    # TARDIS's AsyncBulkCall refuses a window of 0 at its first use, deep inside a drone
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SiteConfigError(key_path, f"expected a number > 0, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class SiteSettings:
     """Keys of the ``<site name>:`` section shared by every machine type."""
@@ -107,7 +114,7 @@ class SiteSettings:
 
         return cls(
             bulk_size=int(_number(get("bulk_size", 100), f"{site_name}.bulk_size", minimum=1)),
-            bulk_delay=_number(get("bulk_delay", 1.0), f"{site_name}.bulk_delay"),
+            bulk_delay=_positive(get("bulk_delay", 1.0), f"{site_name}.bulk_delay"),
             command_timeout=_number(
                 get("command_timeout", 60.0), f"{site_name}.command_timeout", minimum=1
             ),

@@ -158,6 +158,12 @@ def test_broken_keys_are_named(pilot, change, key_path):
     assert f"testsite.{key_path}" in str(error.value)
 
 
+@pytest.mark.parametrize("bad", [0, -1, "soon"])
+def test_a_bulk_window_must_be_positive(pilot, bad):
+    with pytest.raises(SiteConfigError, match=r"testsite\.bulk_delay: expected a number > 0"):
+        adapter_with(pilot, site_keys={"bulk_delay": bad})
+
+
 def test_missing_machine_meta_data_is_named(pilot):
     section = site_section(str(pilot), ParallelEnvironment="smp")
     del section["MachineMetaData"]["small"]
