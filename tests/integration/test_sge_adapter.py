@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from tardis.utilities.executors.sshexecutor import SSHExecutor
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tests.helpers import sge as qstat
 from tests.helpers.daemon import PILOT, unique_site
+from tests.helpers.standins import status_until
 from tests.helpers.tardis_config import drone, make_adapter, site_section
 
 pytestmark = pytest.mark.integration
@@ -28,20 +27,6 @@ def sge_adapter(site: str, executor, command_timeout: float = 60, **machine_type
     section["accounting_grace"] = 10
     section["command_timeout"] = command_timeout
     return make_adapter(SGEAdapter, "SGE", section, site=site)
-
-
-async def status_until(adapter, attributes, wanted: ResourceStatus, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        try:
-            seen = (await adapter.resource_status(attributes)).resource_status
-        except TardisResourceStatusUpdateFailed:
-            seen = "retry"  # e.g. accounting record not written yet
-        if seen is wanted:
-            return
-        await asyncio.sleep(1)
-    raise AssertionError(f"job {attributes.remote_resource_uuid}: {seen}, wanted {wanted}")
 
 
 async def lifecycle(adapter: SGEAdapter, site: str, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 from tardis.utilities.executors.sshexecutor import SSHExecutor
@@ -17,6 +16,7 @@ from tardis.utilities.executors.sshexecutor import SSHExecutor
 from tardis_sge_dask.sites.slurm import SlurmBatchAdapter
 from tests.helpers import slurm as sq
 from tests.helpers.daemon import unique_site
+from tests.helpers.standins import status_until
 from tests.helpers.tardis_config import drone, make_adapter, site_section
 
 pytestmark = pytest.mark.integration
@@ -33,20 +33,6 @@ def slurm_adapter(site: str, executor, log_directory: Path, **machine_type) -> S
     section["accounting_grace"] = 10
     section["bulk_delay"] = 0.1
     return make_adapter(SlurmBatchAdapter, "SlurmBatch", section, site=site)
-
-
-async def status_until(adapter, attributes, wanted: ResourceStatus, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        try:
-            seen = (await adapter.resource_status(attributes)).resource_status
-        except TardisResourceStatusUpdateFailed:
-            seen = "retry"  # e.g. accounting record not written yet
-        if seen is wanted:
-            return
-        await asyncio.sleep(1)
-    raise AssertionError(f"job {attributes.remote_resource_uuid}: {seen}, wanted {wanted}")
 
 
 def output(log_directory: Path, attributes) -> list[str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from tardis.utilities.executors.shellexecutor import ShellExecutor
 from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tests.conftest import FIXTURES
+from tests.helpers.standins import HOSTILE, exported, recording_command
 from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
 
 SGE = FIXTURES / "sge"
@@ -81,31 +80,14 @@ def test_memory_resource_is_configurable_and_can_be_switched_off(pilot):
     assert "-notify" not in argv
 
 
-HOSTILE = [
-    "all.q; touch {canary}",
-    "$(touch {canary})",
-    "`touch {canary}`",
-    "a\nb",
-    'it\'s "quoted"',
-]
-
-
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_hostile_values_reach_qsub_verbatim_and_never_a_shell(tmp_path, pilot, hostile):
     canary = tmp_path / "canary"
     value = hostile.format(canary=canary)
     # a stand-in qsub on PATH that records exactly the argv and stdin it was given
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake_qsub = bindir / "qsub"
     record = tmp_path / "argv.json"
-    fake_qsub.write_text(
-        "#!/usr/bin/env python3\nimport json, sys\n"
-        "seen = {'argv': sys.argv[1:], 'stdin': sys.stdin.read()}\n"
-        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
-        "print(42)\n"
-    )
-    fake_qsub.chmod(fake_qsub.stat().st_mode | stat.S_IEXEC)
+    recording_command(bindir, "qsub", record)
     adapter = adapter_with(
         pilot,
         executor=ShellExecutor(),
@@ -126,11 +108,7 @@ async def test_hostile_values_reach_qsub_verbatim_and_never_a_shell(tmp_path, pi
     assert seen["argv"][seen["argv"].index("-q") + 1] == value
     assert not canary.exists()
     # the job script's settings come back verbatim when bash evaluates them
-    header = seen["stdin"].split("echo pilot body")[0]
-    out = subprocess.run(
-        ["bash", "-c", header + 'printf %s "$PILOT_DASK_SCHEDULER"'], capture_output=True, text=True
-    )
-    assert out.stdout == value
+    assert exported(seen["stdin"], "echo pilot body", "PILOT_DASK_SCHEDULER") == value
     assert not canary.exists()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from tardis.utilities.executors.shellexecutor import ShellExecutor
 from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.slurm import DEFAULT_JOB_PATH, SLURM_STATES, SlurmBatchAdapter
 from tests.conftest import FIXTURES
+from tests.helpers.standins import HOSTILE, exported, recording_command
 from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
 
 SLURM = FIXTURES / "slurm"
@@ -103,31 +102,14 @@ def test_export_modes_memory_and_warning_can_be_changed(pilot):
     assert argv[:3] == ["env", "-i", "PATH=/opt/slurm/bin:/usr/bin"]
 
 
-HOSTILE = [
-    "debug; touch {canary}",
-    "$(touch {canary})",
-    "`touch {canary}`",
-    "a\nb",
-    'it\'s "quoted"',
-]
-
-
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_hostile_values_reach_sbatch_verbatim_and_never_a_shell(tmp_path, pilot, hostile):
     canary = tmp_path / "canary"
     value = hostile.format(canary=canary)
     # a stand-in sbatch that records exactly the argv, stdin and environment it was given
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake_sbatch = bindir / "sbatch"
     record = tmp_path / "argv.json"
-    fake_sbatch.write_text(
-        "#!/usr/bin/env python3\nimport json, os, sys\n"
-        "seen = {'argv': sys.argv[1:], 'stdin': sys.stdin.read(), 'env': dict(os.environ)}\n"
-        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
-        "print('42')\n"
-    )
-    fake_sbatch.chmod(fake_sbatch.stat().st_mode | stat.S_IEXEC)
+    recording_command(bindir, "sbatch", record)
     adapter = adapter_with(
         pilot,
         executor=ShellExecutor(),
@@ -152,11 +134,7 @@ async def test_hostile_values_reach_sbatch_verbatim_and_never_a_shell(tmp_path, 
     # Export: clean -- sbatch (and so the job) sees none of the daemon's environment
     assert "DAEMON_SECRET" not in seen["env"]
     assert seen["env"]["PATH"] == f"{bindir}:/usr/bin:/bin"
-    header = seen["stdin"].split("echo pilot body")[0]
-    out = subprocess.run(
-        ["bash", "-c", header + 'printf %s "$PILOT_DASK_SCHEDULER"'], capture_output=True, text=True
-    )
-    assert out.stdout == value
+    assert exported(seen["stdin"], "echo pilot body", "PILOT_DASK_SCHEDULER") == value
     assert not canary.exists()
 
 
