@@ -21,6 +21,8 @@ No HTCondor daemon can run here (DESIGN §4), so matchmaking is reproduced with 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import classad2
@@ -135,9 +137,18 @@ def settings(**overrides) -> StartdSettings:
 
 
 def test_request_cpus_is_undefined_outside_a_match_and_defined_inside():
+    # A fresh interpreter: once anything parses old-syntax ads (as the condor_q demand source
+    # does), classad2 switches to old semantics process-wide and MY. resolves to the ad itself.
+    fresh = subprocess.run(
+        [sys.executable, "-c",
+         "import classad2; ad = classad2.ClassAd(); ad['DaskWorkerCores'] = 2;"
+         " ad['RequestCpus'] = classad2.ExprTree('MY.DaskWorkerCores');"
+         " print(ad.eval('RequestCpus') is classad2.Value.Undefined)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert fresh.stdout.strip() == "True"
     job = job_ad(SMALL_DASK_JOB)
     machine = machine_ad(render_startd_config(settings()))
-    assert job.eval("RequestCpus") is classad2.Value.Undefined
     assert classad2.ExprTree("TARGET.RequestCpus").eval(machine, job) == 2
     assert classad2.ExprTree("TARGET.RequestMemory").eval(machine, job) == 3814
 
