@@ -16,48 +16,21 @@ export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
 COMMON=$SGE_ROOT/$SGE_CELL/common
 QM_PIDFILE=/var/spool/gridengine/qmaster/qmaster.pid
 H=$(hostname)
-T0=$(date +%s.%N)
-log() { printf '[sge-up %6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
-die() { log "ERROR: $*"; exit 1; }
-
-# pid from pidfile $1 if that process exists, is named $2 and is not a zombie (killed
-# daemons can stay zombies for a while when PID 1 is not a real init)
-alive() { local pid; pid=$(cat "$1" 2>/dev/null) || return 1
-          [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$2" ] &&
-          ! grep -q '^State:[[:space:]]*Z' /proc/"$pid"/status 2>/dev/null && echo "$pid"; }
-gone() { [ ! -d /proc/"$1" ] || grep -q '^State:[[:space:]]*Z' /proc/"$1"/status 2>/dev/null; }
-wait_for() { local secs=$1; shift; local i
-             for ((i = 0; i < secs * 5; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-             return 1; }
+SERVICE=sge-up
+source "$(dirname "$0")/lib.sh"
 qm_ok() { qconf -sh; }
 execd_pidfile() { ls /var/spool/gridengine/execd/*/execd.pid 2>/dev/null | head -n1; }
 execd_reports_load() { qhost -h "$H" -xml | grep "name='load_avg'>[0-9]" >/dev/null; }
 qc() { local o; o=$(qconf "$@" 2>&1) || { echo "$o" >&2; die "qconf $* failed"; }; }   # quiet qconf
 
 # ---------------------------------------------------------------- 1. packages
-PKGS="gridengine-master gridengine-exec gridengine-client"
-if [ "$(dpkg-query -W -f='${Status}\n' $PKGS 2>/dev/null | grep -c 'install ok installed')" != 3 ]; then
-    log "installing $PKGS"
-    debconf-set-selections <<EOF
+# the master's debconf answers must be in place before its postinst runs
+debconf-set-selections <<EOF
 gridengine-common shared/gridengineconfig boolean true
 gridengine-common shared/gridenginecell string $SGE_CELL
 gridengine-common shared/gridenginemaster string $H
 EOF
-    # Don't let the packages' init scripts start the daemons (they would come up
-    # before host_aliases exists). Debian docker-style images already ship a
-    # policy-rc.d that returns 101; add a temporary one only if there is none.
-    TMP_POLICY=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; TMP_POLICY=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends $PKGS </dev/null; then
-        apt-get update -q </dev/null
-        apt-get install -y -q --no-install-recommends $PKGS </dev/null
-    fi
-    [ "$TMP_POLICY" = 1 ] && rm -f /usr/sbin/policy-rc.d
-    log "packages installed"
-fi
+install_packages gridengine-master gridengine-exec gridengine-client
 
 # the master postinst runs init_cluster only on first install; redo it if the spool is gone
 if [ ! -e /var/spool/gridengine/spooldb/sge ]; then

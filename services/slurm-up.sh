@@ -19,39 +19,13 @@ H=$(hostname)
 MEM=$(awk '/^MemTotal/ {print int($2/1024)}' /proc/meminfo)
 CONF=/etc/slurm/slurm.conf
 DBPASS=slurmdbpass                        # local-only test database
-T0=$(date +%s.%N)
-log() { printf '[slurm-up %6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
-die() { log "ERROR: $*"; exit 1; }
-# pid from pidfile $1 if that process exists, is named $2 and is not a zombie (killed
-# daemons can stay zombies for a while when PID 1 is not a real init)
-alive() { local pid; pid=$(cat "$1" 2>/dev/null) || return 1
-          [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$2" ] &&
-          ! grep -q '^State:[[:space:]]*Z' /proc/"$pid"/status 2>/dev/null && echo "$pid"; }
-gone() { [ ! -d /proc/"$1" ] || grep -q '^State:[[:space:]]*Z' /proc/"$1"/status 2>/dev/null; }
-wait_for() { local secs=$1; shift; local i
-             for ((i = 0; i < secs * 5; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-             return 1; }
-stop_pid() { local pid=$1; kill "$pid" 2>/dev/null || true
-             wait_for 30 gone "$pid" || kill -9 "$pid" 2>/dev/null || true; }
+SERVICE=slurm-up
+source "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------- 1. packages
 PKGS="slurm-wlm munge"
 [ "$SLURM_DBD" = 1 ] && PKGS="$PKGS slurmdbd mariadb-server"
-NPKG=$(echo $PKGS | wc -w)
-if [ "$(dpkg-query -W -f='${Status}\n' $PKGS 2>/dev/null | grep -c 'install ok installed')" != "$NPKG" ]; then
-    log "installing $PKGS"
-    TMP_POLICY=0       # keep the packages' init scripts from starting daemons
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; TMP_POLICY=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends $PKGS </dev/null; then
-        apt-get update -q </dev/null
-        apt-get install -y -q --no-install-recommends $PKGS </dev/null
-    fi
-    [ "$TMP_POLICY" = 1 ] && rm -f /usr/sbin/policy-rc.d
-    log "packages installed"
-fi
+install_packages $PKGS
 
 # ------------------------------------------------------------------- 2. munge
 [ -s /etc/munge/munge.key ] || runuser -u munge -- mungekey -c     # postinst normally does this
