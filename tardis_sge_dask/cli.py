@@ -49,13 +49,20 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .status import StatusError, as_json, collect, format_table
+    from .status import StatusError, as_json, collect, format_table, select
 
     try:
         rows, note = collect(args.config, args.registry)
     except (StatusError, ConfigFileError) as err:
         print(f"tardis-sge-dask status: {err}", file=sys.stderr)
         return 1
+    if args.find:
+        rows = select(rows, args.find)
+        if not rows:
+            print(f"tardis-sge-dask status: no drone knows {args.find!r}", file=sys.stderr)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+            return 1
     print(as_json(rows) if args.json else format_table(rows))
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -106,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("config")
     status.add_argument("--registry", help="the SqliteRegistry file (default: from the config)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--find",
+        metavar="NAME",
+        help="only the drone serving this Dask worker, HTCondor job, batch job or drone uuid",
+    )
     status.set_defaults(run=_status)
     return main_parser
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
-import subprocess
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .configfile import load, tardis_section
+from .configfile import Tagged, load, tardis_section
 
 _QUERY = """
 SELECT R.drone_uuid, R.remote_resource_uuid, RS.state, S.site_name, MT.machine_type,
@@ -119,30 +117,81 @@ def dask_workers(batch_system: dict) -> dict[str, str]:
     }
 
 
-def condor_startds() -> dict[str, str]:
-    """drone uuid -> startd name, from ``condor_status`` (the TardisDroneUuid attribute)."""
-    if shutil.which("condor_status") is None:
-        raise OSError("condor_status is not on PATH")
-    result = subprocess.run(
-        [
-            "condor_status",
-            "-constraint",
-            "TardisDroneUuid =!= undefined",
-            "-af:t",
-            "TardisDroneUuid",
-            "Name",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+#: dask-jobqueue's HTCondorCluster names each worker after its HTCondor job id
+#: (``--name htcondor--$F(MY.JobId)--``), so a job id on a drone's slot names the worker
+def dask_jobqueue_worker(job_id: str) -> str:
+    return f"htcondor--{job_id}--"
+
+
+def overlay_executor(batch_system: dict):
+    """The executor the configuration gives the HTCondor batch system (default: local)."""
+    from tardis.utilities.executors.shellexecutor import ShellExecutor
+
+    executor = batch_system.get("executor")
+    if executor is None:
+        return ShellExecutor()
+    if isinstance(executor, Tagged) and executor.tag in ("TardisShellExecutor", "ShellExecutor"):
+        return ShellExecutor()
+    if isinstance(executor, Tagged) and executor.tag in ("TardisSSHExecutor", "SSHExecutor"):
+        from tardis.utilities.executors.sshexecutor import SSHExecutor
+
+        return SSHExecutor(on_disconnect_retry=0, **dict(executor.value or {}))
+    raise StatusError(f"tardis.BatchSystem.executor: cannot use {executor!r} here")
+
+
+def condor_status_command(batch_system: dict) -> list[str]:
+    pool = (batch_system.get("options") or {}).get("pool")
+    return [
+        "condor_status",
+        *(["-pool", str(pool)] if pool else []),
+        "-constraint",
+        "TardisDroneUuid =!= undefined",
+        "-af:t",
+        "TardisDroneUuid",
+        "Name",
+        "SlotType",
+        "JobId",
+    ]
+
+
+def parse_condor_slots(stdout: str) -> dict[str, str]:
+    """drone uuid -> "startd NAME; job J = worker W, ..." from ``condor_status -af:t``.
+
+    A drone's partitionable slot names its startd; each dynamic slot carved from it runs one
+    HTCondor job, whose Dask worker is named after the job id.
+    """
     startds: dict[str, str] = {}
-    for line in result.stdout.splitlines():
-        uuid, _, name = line.partition("\t")
-        if uuid and name:
+    jobs: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 4 or fields[0] in ("", "undefined"):
+            continue
+        uuid, name, slot_type, job_id = fields
+        if slot_type == "Dynamic" and job_id not in ("", "undefined"):
+            jobs.setdefault(uuid, []).append(job_id)
+        else:
             startds.setdefault(uuid, name)
-    return startds
+    described = {}
+    for uuid in {*startds, *jobs}:
+        parts = [f"startd {startds.get(uuid, '?')}"]
+        parts += [
+            f"job {job} = worker {dask_jobqueue_worker(job)}" for job in sorted(jobs.get(uuid, []))
+        ]
+        described[uuid] = "; ".join(parts)
+    return described
+
+
+def condor_slots(batch_system: dict) -> dict[str, str]:
+    """Ask the overlay collector, through the configured executor, what runs on each drone."""
+    import shlex
+
+    executor = overlay_executor(batch_system)
+    result = asyncio.run(
+        asyncio.wait_for(
+            executor.run_command(shlex.join(condor_status_command(batch_system))), timeout=60
+        )
+    )
+    return parse_condor_slots(result.stdout)
 
 
 def collect(config: str | Path, registry: str | Path | None = None) -> tuple[list[DroneRow], str]:
@@ -155,7 +204,7 @@ def collect(config: str | Path, registry: str | Path | None = None) -> tuple[lis
         if adapter == "Dask":
             names = dask_workers(batch_system)
         elif adapter == "HTCondor":
-            names = condor_startds()
+            names = condor_slots(batch_system)
         else:
             names = {}
     except Exception as err:  # noqa: BLE001 - the registry part is still worth showing
@@ -164,6 +213,16 @@ def collect(config: str | Path, registry: str | Path | None = None) -> tuple[lis
     for row in rows:
         row.worker = names.get(row.drone_uuid, "")
     return rows, note
+
+
+def select(rows: list[DroneRow], name: str) -> list[DroneRow]:
+    """The drones a Dask worker, HTCondor job, batch job or drone name points to."""
+    return [
+        row
+        for row in rows
+        if name in (row.drone_uuid, row.job_id)
+        or name in row.worker.replace(";", " ").replace("=", " ").split()
+    ]
 
 
 def format_table(rows: list[DroneRow], now: datetime | None = None) -> str:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta
 
 import yaml
 from distributed import Scheduler, Worker
-from tardis.plugins.sqliteregistry import SqliteRegistry
-from tardis.resources.dronestates import AvailableState, BootingState
-from tardis.utilities.attributedict import AttributeDict
 
 from tardis_sge_dask.cli import main
-from tardis_sge_dask.configfile import install_tardis_configuration
+from tests.helpers.registry import register
 
 
 def write_config(tmp_path, address: str):
@@ -32,27 +28,6 @@ def write_config(tmp_path, address: str):
     path = tmp_path / "cobald.yaml"
     path.write_text(yaml.safe_dump({"tardis": tardis}))
     return path, tardis
-
-
-async def register(tardis: dict) -> None:
-    """Two drones recorded by TARDIS's own registry, as the daemon records them."""
-    install_tardis_configuration(tardis)
-    registry = SqliteRegistry()
-    now = datetime.now()
-    for uuid, machine_type, job, state, created in (
-        ("stat-1111111111", "one", "4242-99", AvailableState(), now - timedelta(minutes=5)),
-        ("stat-2222222222", "two", None, BootingState(), now - timedelta(seconds=3)),
-    ):
-        attributes = AttributeDict(
-            drone_uuid=uuid,
-            site_name="Stat",
-            machine_type=machine_type,
-            remote_resource_uuid=job,
-            created=created,
-            updated=created,
-        )
-        await registry.insert_resource({"state": str(BootingState()), **attributes})
-        await registry.notify(state, attributes)
 
 
 async def test_status_joins_the_registry_and_the_scheduler(tmp_path, capsys):
