@@ -5,8 +5,8 @@ suspend) to the job's whole *process group*; the pilot is started here in its ow
 session and the signal is sent to that group exactly so. SLURM's ``--signal=B:...`` and
 ``scancel -b`` reach the batch shell only: SIGTERM to the pilot process. In every case
 the drone's Dask worker must be *retired* - data only it holds moves to another worker -
-and the pilot must exit 0 with its scratch removed. tests/integration/test_pilot_sge.py
-does the same through a real ``qdel``.
+and the pilot must exit 0 with its scratch removed. tests/integration/test_pilot_batch.py
+does the same through a real ``qdel`` and ``scancel``.
 """
 
 from __future__ import annotations
