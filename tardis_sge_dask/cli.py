@@ -36,10 +36,21 @@ def _check(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from .render import RenderError, format_rendered, render
+    from .sites.jobscript import JobScriptError
     from .sites.settings import SiteConfigError
 
     try:
-        rendered = render(args.config, args.site, args.machine_type, args.drone_uuid)
+        rendered = render(
+            args.config, args.site, args.machine_type, args.drone_uuid, pilot=args.pilot
+        )
+    except JobScriptError as err:
+        print(f"tardis-sge-dask render: {err}", file=sys.stderr)
+        print(
+            "(on another host than the daemon's: --pilot \"$(python -m tardis_sge_dask.pilot"
+            ' --path)")',
+            file=sys.stderr,
+        )
+        return 1
     except (RenderError, SiteConfigError, ConfigFileError) as err:
         print(f"tardis-sge-dask render: {err}", file=sys.stderr)
         print("(tardis-sge-dask check CONFIG lists every problem of the file)", file=sys.stderr)
@@ -104,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--site", required=True)
     render.add_argument("--machine-type", required=True)
     render.add_argument("--drone-uuid", help="the drone uuid to render (default: a sample)")
+    render.add_argument(
+        "--pilot",
+        metavar="PATH",
+        help="job script body instead of the configured StartupCommand (which exists only on"
+        " the daemon's host)",
+    )
     render.add_argument(
         "--show-secrets", action="store_true", help="do not mask tokens and passwords"
     )

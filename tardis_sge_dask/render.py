@@ -65,8 +65,14 @@ def sample_uuid(site: str) -> str:
 
 
 def render(
-    config: str | Path, site: str, machine_type: str, drone_uuid: str | None = None
+    config: str | Path,
+    site: str,
+    machine_type: str,
+    drone_uuid: str | None = None,
+    pilot: str | None = None,
 ) -> Rendered:
+    """What a drone of ``machine_type`` at ``site`` gets; ``pilot`` replaces StartupCommand
+    (the configured path exists only on the daemon's host)."""
     document = load(config)
     tardis = tardis_section(document)
     if tardis is None:
@@ -82,6 +88,9 @@ def render(
             f"{config}: site {site} has no machine type {machine_type!r};"
             f" machine types: {', '.join(map(str, machine_types))}"
         )
+    if pilot is not None:
+        machine_types_config = tardis[site].setdefault("MachineTypeConfiguration", {})
+        machine_types_config.setdefault(machine_type, {})["StartupCommand"] = pilot
     install_tardis_configuration(tardis)
     adapter_class = site_adapter_class(str(sites[site]["adapter"]))
     if not hasattr(adapter_class, "render_submission"):

@@ -10,6 +10,7 @@ import yaml
 from tardis.utilities.attributedict import AttributeDict
 
 from tardis_sge_dask.cli import main
+from tardis_sge_dask.pilot import pilot_path
 from tardis_sge_dask.render import MASK, mask, render
 from tardis_sge_dask.sites.sge import SGEAdapter
 
@@ -149,3 +150,17 @@ def test_render_names_what_is_missing(tmp_path, capsys):
 def test_mask_keeps_plain_values():
     text = "export SECRET_KEY='a b'\nexport PILOT_MODE=dask\n-v TOKEN=xyz"
     assert mask(text) == f"export SECRET_KEY={MASK}\nexport PILOT_MODE=dask\n-v TOKEN={MASK}"
+
+
+def test_render_of_the_production_config_off_the_daemon_host(capsys):
+    config = Path(__file__).parents[2] / "configs" / "physnet.yaml"
+    physnet = ["render", str(config), "--site", "PHYSnet", "--machine-type", "idefix"]
+    # the configured pilot path exists only on the daemon's host: a clear error, no traceback
+    assert main(physnet) == 1
+    err = capsys.readouterr().err
+    assert "cannot read StartupCommand /opt/" in err and "--pilot" in err
+    assert "Traceback" not in err
+    assert main([*physnet, "--pilot", str(pilot_path())]) == 0
+    out = capsys.readouterr().out
+    assert "-q idefix.q -pe smp 8" in out
+    assert "export PILOT_MODE=htcondor" in out
