@@ -9,8 +9,10 @@ PY      = $(VENV)/bin/python
 
 install: venv services
 
+# Debian's own python3 needs the python3-venv package for a venv; other builds have it
 venv:
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+		{ apt-get install -y -q python3-venv </dev/null && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 

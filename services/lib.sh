@@ -1,6 +1,7 @@
 # Shared helpers of the service bring-up scripts (sourced, not run). Set SERVICE first.
 T0=$(date +%s.%N)
-log() { printf '[%s %6.1fs] %s\n' "$SERVICE" "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
+# awk, not bc: bc is not part of a minimal Debian
+log() { printf '[%s %6.1fs] %s\n' "$SERVICE" "$(awk -v now="$(date +%s.%N)" -v t0="$T0" 'BEGIN { print now - t0 }')" "$*"; }
 die() { log "ERROR: $*"; exit 1; }
 
 # pid from pidfile $1 if that process exists, is named $2 and is not a zombie (killed
