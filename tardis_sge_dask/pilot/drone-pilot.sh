@@ -86,8 +86,10 @@ read_settings() {
     PILOT_DASK_WORKER_OPTIONS=${PILOT_DASK_WORKER_OPTIONS:-}
     PILOT_WALLTIME=${PILOT_WALLTIME:-}
     PILOT_BATCH_SYSTEM=${PILOT_BATCH_SYSTEM:-local}
+    PILOT_GPUS=${PILOT_GPUS:-0}
 
     local name
+    [[ $PILOT_GPUS =~ ^[0-9]+$ ]] || die "$EXIT_ENVIRONMENT" "PILOT_GPUS='$PILOT_GPUS' is not a number of GPUs"
     for name in PILOT_LIFETIME_MARGIN PILOT_IDLE_TIMEOUT PILOT_RETIRE_TIMEOUT \
         PILOT_DASK_DEATH_TIMEOUT; do
         [[ ${!name} =~ ^[0-9]+$ ]] || die "$EXIT_ENVIRONMENT" "$name='${!name}' is not a number of seconds"
@@ -274,7 +276,10 @@ build_prefix() {
     else
         PREFIX+=("$RUNTIME")
     fi
-    PREFIX+=(exec --contain --ipc --no-home --pwd "$SCRATCH" "${binds[@]}" "$PILOT_CONTAINER")
+    local -a devices=()
+    # --nv: the host's NVIDIA driver libraries and the job's GPU devices inside the image
+    ((PILOT_GPUS > 0)) && devices=(--nv)
+    PREFIX+=(exec --contain --ipc --no-home "${devices[@]}" --pwd "$SCRATCH" "${binds[@]}" "$PILOT_CONTAINER")
 }
 
 in_payload_env() {

@@ -51,6 +51,9 @@ class StartdSettings:
     walltime: int | None = None
     lifetime_margin: int = 300
     started_at: int = 0
+    gpus: int = 0
+    #: the device ids the batch system gave the job (CUDA_VISIBLE_DEVICES), if it says
+    gpu_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.uuid):
@@ -64,6 +67,13 @@ class StartdSettings:
                 raise StartdConfigError(f"{name} {value!r} is not a host[:port] address")
         if "\n" in self.start_expression or not self.start_expression.strip():
             raise StartdConfigError("the START expression must be one non-empty line")
+        if self.gpus < 0 or (self.gpu_ids and len(self.gpu_ids) != self.gpus):
+            raise StartdConfigError(
+                f"{self.gpus} GPU(s) promised, but the batch system gave {len(self.gpu_ids)}"
+                f" ({','.join(self.gpu_ids)})"
+            )
+        if any(not _NAME.match(gpu) for gpu in self.gpu_ids):
+            raise StartdConfigError(f"GPU ids {self.gpu_ids!r} are not plain names")
         if self.walltime is not None and self.walltime <= self.lifetime_margin:
             raise StartdConfigError(
                 f"walltime {self.walltime} s leaves nothing after the"
@@ -116,6 +126,9 @@ def render_startd_config(settings: StartdSettings) -> str:
         f"TardisDroneDisk = {s.disk_kib}",
     ]
     attrs = ["TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory", "TardisDroneDisk"]
+    if s.gpus:
+        lines.append(f"TardisDroneGPUs = {s.gpus}")
+        attrs.append("TardisDroneGPUs")
     if retire is not None:
         lines.append(f"TardisDroneRetireTime = {retire}")
         attrs.append("TardisDroneRetireTime")
@@ -128,7 +141,19 @@ def render_startd_config(settings: StartdSettings) -> str:
         f"MEMORY = {s.memory_mb}",
         "NUM_SLOTS = 1",
         "NUM_SLOTS_TYPE_1 = 1",
-        "SLOT_TYPE_1 = cpus=100%, memory=100%, disk=100%",
+    ]
+    if s.gpus:
+        # Only the GPUs the batch system gave this job, not the node's others: a static
+        # machine resource (discovery would see every GPU of the node). Jobs ask with
+        # request_gpus and find theirs in CUDA_VISIBLE_DEVICES.
+        lines += [
+            f"MACHINE_RESOURCE_GPUs = {', '.join(s.gpu_ids) if s.gpu_ids else s.gpus}",
+            "ENVIRONMENT_FOR_AssignedGPUs = CUDA_VISIBLE_DEVICES",
+            "SLOT_TYPE_1 = cpus=100%, memory=100%, disk=100%, gpus=100%",
+        ]
+    else:
+        lines.append("SLOT_TYPE_1 = cpus=100%, memory=100%, disk=100%")
+    lines += [
         "SLOT_TYPE_1_PARTITIONABLE = True",
         "",
         f"START = {start}",
@@ -171,13 +196,27 @@ def settings_from_environment(
 
     missing = [
         name
-        for name in ("TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory",
-                     "TardisDroneDisk", "PILOT_COLLECTOR")
+        for name in (
+            "TardisDroneUuid",
+            "TardisDroneCores",
+            "TardisDroneMemory",
+            "TardisDroneDisk",
+            "PILOT_COLLECTOR",
+        )
         if not environ.get(name)
     ]
     if missing:
         raise StartdConfigError(f"missing settings: {', '.join(missing)}")
     scratch = Path(scratch)
+    # SLURM (gres) and many SGE GPU setups name the job's devices in CUDA_VISIBLE_DEVICES
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "")
+    gpu_ids = tuple(
+        gpu.strip() for gpu in visible.split(",") if gpu.strip() and visible != "NoDevFiles"
+    )
+    promised = number("PILOT_GPUS", len(gpu_ids)) or 0
+    # never advertise a GPU the batch system did not give this job
+    gpu_ids = gpu_ids[:promised]
+    gpus = len(gpu_ids) if gpu_ids else promised
     return StartdSettings(
         uuid=environ["TardisDroneUuid"],
         cores=number("TardisDroneCores") or 0,
@@ -192,6 +231,8 @@ def settings_from_environment(
         walltime=number("PILOT_WALLTIME"),
         lifetime_margin=number("PILOT_LIFETIME_MARGIN", 300) or 0,
         started_at=int(time.time()) if now is None else now,
+        gpus=gpus,
+        gpu_ids=gpu_ids,
     )
 
 

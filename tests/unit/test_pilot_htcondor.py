@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tardis_sge_dask.pilot import pilot_path
 
 FAKE_MASTER = """#!/bin/bash
@@ -31,12 +33,27 @@ echo "$@" > "$RECORD/condor_off.args"
 echo "$CONDOR_CONFIG" > "$RECORD/condor_off.config"
 kill -TERM "$(cat "$RECORD/master.pid")"
 """
+# Apptainer cannot run here: this one records how it was called, skips its own options
+# and the image, and runs the command on the host, as "inside the image".
+FAKE_APPTAINER = """#!/bin/bash
+echo "$@" >> "$RECORD/apptainer.args"
+[ "$1" = exec ] && shift
+while [ $# -gt 0 ]; do
+    case $1 in --bind|--pwd) shift 2 ;; --*) shift ;; *) break ;; esac
+done
+shift
+exec "$@"
+"""
 
 
-def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path):
+@pytest.mark.parametrize("container", ["none", "image"])
+def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    for name, body in (("condor_master", FAKE_MASTER), ("condor_off", FAKE_CONDOR_OFF)):
+    fakes = [("condor_master", FAKE_MASTER), ("condor_off", FAKE_CONDOR_OFF)]
+    if container == "image":
+        fakes.append(("apptainer", FAKE_APPTAINER))
+    for name, body in fakes:
         (fake_bin / name).write_text(body)
         (fake_bin / name).chmod(0o755)
     record = tmp_path / "record"
@@ -59,6 +76,16 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path):
         "PILOT_WALLTIME": "7200",
         "PILOT_SCRATCH_BASE": str(scratch_base),
     }
+    if container == "image":
+        image = tmp_path / "drone.sif"
+        image.write_text("not really an image")
+        env.update(
+            PILOT_CONTAINER=str(image),
+            PILOT_IMAGE_PYTHON=sys.executable,
+            PILOT_GPUS="1",
+            CUDA_VISIBLE_DEVICES="3",
+            PILOT_CHECK_GFAL2="false",  # this "image" is the host, which has no gfal2
+        )
     pilot = subprocess.Popen(
         ["bash", str(pilot_path())], env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -89,3 +116,10 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path):
     assert Path((record / "condor_off.config").read_text().strip()).name == "condor_config"
     assert "received SIGUSR2: draining the htcondor payload" in stdout
     assert list(scratch_base.iterdir()) == []
+    if container == "image":
+        calls = (record / "apptainer.args").read_text().splitlines()
+        assert calls and all(call.startswith("exec --contain") for call in calls)
+        assert all("--nv" in call.split() and str(image) in call.split() for call in calls)
+        assert "MACHINE_RESOURCE_GPUs = 3" in config  # the batch job's GPU, by its id
+    else:
+        assert "MACHINE_RESOURCE_GPUs" not in config

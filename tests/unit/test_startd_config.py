@@ -115,11 +115,24 @@ def machine_ad(config_text: str) -> classad2.ClassAd:
     # disk=100% of EXECUTE, which the pilot checked holds at least the promised disk.
     ad["Disk"] = classad2.ExprTree("TardisDroneDisk")
     ad["START"] = classad2.ExprTree(config["START"])
+    # a machine resource of N units, or of the listed ids, becomes a GPUs attribute
+    resource = config.get("MACHINE_RESOURCE_GPUs", "0")
+    ad["GPUs"] = int(resource) if resource.isdigit() else len(resource.split(","))
     ad["Requirements"] = classad2.ExprTree(
         "START && (MY.Cpus >= TARGET.RequestCpus) && (MY.Memory >= TARGET.RequestMemory)"
         " && (MY.Disk >= TARGET.RequestDisk)"
     )
     return ad
+
+
+def gpu_job() -> classad2.ClassAd:
+    """The small Dask worker job with ``request_gpus = 1``, as condor_submit writes it."""
+    job = job_ad(SMALL_DASK_JOB)
+    job["RequestGpus"] = 1
+    job["Requirements"] = classad2.ExprTree(
+        f"({CONDOR_SUBMIT_DEFAULT_REQUIREMENTS}) && (TARGET.GPUs >= RequestGpus)"
+    )
+    return job
 
 
 def settings(**overrides) -> StartdSettings:
@@ -267,3 +280,33 @@ def test_command_line_writes_the_configuration(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("PILOT_COLLECTOR")
     assert main(["--scratch", str(tmp_path), "--output", str(output)]) == 2
     assert "PILOT_COLLECTOR" in capsys.readouterr().err
+
+
+def test_a_gpu_drone_serves_gpu_workers_and_a_plain_drone_does_not():
+    assert not machine_ad(render_startd_config(settings())).symmetricMatch(gpu_job())
+    gpu_drone = machine_ad(render_startd_config(settings(gpus=1)))
+    assert gpu_drone.symmetricMatch(gpu_job())
+    assert gpu_drone.eval("TardisDroneGPUs") == 1
+    assert gpu_drone.symmetricMatch(job_ad(SMALL_DASK_JOB))  # CPU-only workers fit too
+
+
+def test_a_drone_advertises_only_the_gpus_its_batch_job_was_given(tmp_path):
+    environ = {
+        "TardisDroneUuid": "physnet-graphix-01",
+        "TardisDroneCores": "8",
+        "TardisDroneMemory": "64000",
+        "TardisDroneDisk": "100000000",
+        "PILOT_COLLECTOR": "collector.physnet.example:9618",
+        "PILOT_GPUS": "1",
+        "CUDA_VISIBLE_DEVICES": "2,3",  # the node has more; the batch system handed out two
+    }
+    config = parse_config(render_startd_config(settings_from_environment(environ, tmp_path)))
+    assert config["MACHINE_RESOURCE_GPUs"] == "2"  # the device id, one GPU as promised
+    assert "gpus=100%" in config["SLOT_TYPE_1"]
+    assert config["ENVIRONMENT_FOR_AssignedGPUs"] == "CUDA_VISIBLE_DEVICES"
+    without_ids = {**environ, "CUDA_VISIBLE_DEVICES": ""}
+    config = parse_config(render_startd_config(settings_from_environment(without_ids, tmp_path)))
+    assert config["MACHINE_RESOURCE_GPUs"] == "1"
+    plain = {key: value for key, value in environ.items() if "GPU" not in key and "CUDA" not in key}
+    config = parse_config(render_startd_config(settings_from_environment(plain, tmp_path)))
+    assert "MACHINE_RESOURCE_GPUs" not in config and "gpus" not in config["SLOT_TYPE_1"]
