@@ -134,7 +134,10 @@ class Checker:
         self.tags = yaml_tags()
 
     def report(self, key_path: str, problem: str, fix: str) -> None:
-        self.problems.append(Problem(self.path, key_path, problem, fix))
+        problem_line = Problem(self.path, key_path, problem, fix)
+        # a site-wide gap is found once per machine type; say it once
+        if problem_line not in self.problems:
+            self.problems.append(problem_line)
 
     def report_file(self, key_path: str, problem: str, fix: str) -> None:
         """A file on this host is missing: a problem only where the daemon runs."""
@@ -562,8 +565,18 @@ class Checker:
         configs = section.get("MachineTypeConfiguration")
         if not isinstance(configs, dict):
             configs = {}
+        site_environment = section.get("JobEnvironment")
+        if site_environment is not None and not isinstance(site_environment, dict):
+            self.report(
+                f"{prefix}.JobEnvironment",
+                f"expected a mapping NAME: value, got {site_environment!r}",
+                "JobEnvironment: {PILOT_MODE: dask, ...}",
+            )
+            site_environment = None
         for machine_type in machine_types:
-            self.check_machine_type(prefix, adapter, str(machine_type), meta, configs)
+            self.check_machine_type(
+                prefix, adapter, str(machine_type), meta, configs, site_environment or {}
+            )
         for extra in set(meta) - {str(m) for m in machine_types}:
             self.report(
                 f"{prefix}.MachineMetaData.{extra}",
@@ -572,7 +585,13 @@ class Checker:
             )
 
     def check_machine_type(
-        self, prefix: str, adapter: str, machine_type: str, meta: dict, configs: dict
+        self,
+        prefix: str,
+        adapter: str,
+        machine_type: str,
+        meta: dict,
+        configs: dict,
+        site_environment: dict,
     ) -> None:
         meta_path = f"{prefix}.MachineMetaData.{machine_type}"
         values = meta.get(machine_type)
@@ -638,8 +657,11 @@ class Checker:
                 f"expected a mapping NAME: value, got {environment!r}",
                 "JobEnvironment: {PILOT_MODE: dask, ...}",
             )
-        elif isinstance(environment, dict):
-            self.check_job_environment(config_path, adapter, environment)
+        elif isinstance(environment, dict) or site_environment:
+            # what the drone gets: the site's settings, overridden by the machine type's
+            where = config_path if isinstance(environment, dict) else prefix
+            effective = {**site_environment, **(environment or {})}
+            self.check_job_environment(where, adapter, effective)
 
     def check_job_environment(self, config_path: str, adapter: str, environment: dict) -> None:
         mode = environment.get("PILOT_MODE", "dask")

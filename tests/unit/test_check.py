@@ -295,3 +295,25 @@ def test_missing_file(tmp_path, capsys):
 def test_a_good_config_says_so(capsys):
     assert main(["check", str(LOCAL)]) == 0
     assert "no problems found" in capsys.readouterr().out
+
+
+def test_pilot_settings_are_checked_as_the_drone_gets_them(tmp_path):
+    """Site-wide JobEnvironment, overridden per machine type, as the adapter merges them."""
+    physnet = load(ROOT / "configs" / "physnet.yaml")
+    site = physnet["tardis"]["PHYSnet"]
+    # the collector is set once for the whole site: a machine type that only adds GPUs
+    # inherits it (configs/physnet.yaml's graphix), so nothing is reported
+    assert "PILOT_COLLECTOR" in site["JobEnvironment"]
+    assert check(ROOT / "configs" / "physnet.yaml", check_files=False) == []
+    # without it, the gap is reported once, where it belongs - not once per machine type
+    del site["JobEnvironment"]["PILOT_COLLECTOR"]
+    path = tmp_path / "physnet.yaml"
+    path.write_text(dump(physnet))
+    problems = [f"{p.key_path}: {p.problem}" for p in check(path, check_files=False)]
+    assert (
+        problems.count(
+            "tardis.PHYSnet.JobEnvironment.PILOT_COLLECTOR:"
+            " missing: PILOT_MODE=htcondor needs it (the pilot exits 10 without)"
+        )
+        == 1
+    )
