@@ -44,6 +44,9 @@ from .settings import MachineTypeSettings, SiteConfigError, SiteSettings
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
 
+#: how many ended jobs an adapter remembers, so the accounting is asked about each once
+_ENDED_REMEMBERED = 10_000
+
 
 class OutputError(ValueError):
     """A batch-system command answered with output we cannot read."""
@@ -364,6 +367,9 @@ class BatchSiteAdapter(SiteAdapter):
 
     def _remember_ended(self, job_id: str, status: ResourceStatus) -> ResourceStatus:
         self._ended[job_id] = status
+        if len(self._ended) > _ENDED_REMEMBERED:
+            # a daemon runs for months; TARDIS stops asking about a job soon after it ended
+            del self._ended[next(iter(self._ended))]
         self._missing_since.pop(job_id, None)
         self._last_state.pop(job_id, None)
         return status
