@@ -20,6 +20,7 @@ import pytest
 
 from tardis_sge_dask.pilot import EXIT_CODES, pilot_path
 from tardis_sge_dask.sites.jobscript import render_job_script
+from tests.conftest import service_missing
 
 COREUTILS = """
     basename cat chmod chown cp cut date dd df dirname echo env expr false head id ln ls
@@ -195,8 +196,9 @@ def test_missing_x509_proxy(drone_env, scratch_base, tmp_path):
     assert_failure(run_pilot(drone_env), 14, "X.509 proxy", scratch_base)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
 def test_x509_proxy_expiring_before_the_walltime(drone_env, scratch_base, tmp_path):
+    if shutil.which("openssl") is None:
+        service_missing("openssl is not installed (it makes the test certificate)")
     proxy = tmp_path / "x509up"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
