@@ -530,17 +530,19 @@ class Checker:
         ]
         return min(cores, key=lambda item: item[1]) if cores else None
 
+    def report_unknown_keys(self, prefix: str, section: dict, known: Any, adapter: str) -> None:
+        """Keys the adapter does not read (None: the adapter is not ours, anything goes)."""
+        if not known:
+            return
+        for key in section:
+            if key not in known:
+                self.report(
+                    f"{prefix}.{key}", f"unknown key for adapter {adapter}", _suggest(key, known)
+                )
+
     def check_site_section(self, name: str, adapter: str, section: dict) -> None:
         prefix = f"tardis.{name}"
-        known_site = SITE_KEYS.get(adapter)
-        if known_site:
-            for key in section:
-                if key not in known_site:
-                    self.report(
-                        f"{prefix}.{key}",
-                        f"unknown key for adapter {adapter}",
-                        _suggest(key, known_site),
-                    )
+        self.report_unknown_keys(prefix, section, SITE_KEYS.get(adapter), adapter)
         executor = section.get("executor")
         if executor is not None:
             if not isinstance(executor, Tagged) or executor.tag not in EXECUTOR_TAGS:
@@ -626,15 +628,7 @@ class Checker:
                 "give at least StartupCommand (python -m tardis_sge_dask.pilot --path)",
             )
             return
-        known = MACHINE_TYPE_KEYS.get(adapter)
-        if known:
-            for key in config:
-                if key not in known:
-                    self.report(
-                        f"{config_path}.{key}",
-                        f"unknown key for adapter {adapter}",
-                        _suggest(key, known),
-                    )
+        self.report_unknown_keys(config_path, config, MACHINE_TYPE_KEYS.get(adapter), adapter)
         startup = config.get("StartupCommand")
         if startup is None and adapter in ("SGE", "SlurmBatch"):
             self.report(
