@@ -56,3 +56,13 @@ async def status_until(adapter, attributes, wanted: ResourceStatus, timeout: flo
             return
         await asyncio.sleep(1)
     raise AssertionError(f"job {attributes.remote_resource_uuid}: {seen}, wanted {wanted}")
+
+
+async def wait_for(condition, within: float, what: str, poll: float = 0.5) -> None:
+    """Await ``condition()`` becoming true; fail naming ``what`` after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        await asyncio.sleep(poll)

@@ -30,7 +30,7 @@ from tardis.interfaces.siteadapter import ResourceStatus
 from tardis_sge_dask.pilot import pilot_path
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tardis_sge_dask.sites.slurm import SlurmBatchAdapter
-from tests.helpers.standins import status_until
+from tests.helpers.standins import status_until, wait_for
 from tests.helpers.tardis_config import drone as drone_attributes
 from tests.helpers.tardis_config import make_adapter, site_section
 
@@ -49,15 +49,6 @@ class RecordLogs(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
-
-
-async def wait_for(condition, within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.5)
 
 
 BATCH_SYSTEMS = {

@@ -22,17 +22,9 @@ import pytest
 from distributed import Client, Scheduler, Worker
 
 from tardis_sge_dask.pilot import pilot_path
+from tests.helpers.standins import wait_for
 
 JOIN_WITHIN = 60
-
-
-async def wait_for(condition, within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize(
@@ -61,10 +53,15 @@ async def test_warning_signal_retires_the_worker(tmp_path, signum, whole_group):
             "PILOT_SCRATCH_BASE": str(scratch_base),
         }
         pilot = subprocess.Popen(
-            ["bash", str(pilot_path())], env=env, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            ["bash", str(pilot_path())],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
+
             def drone_worker():
                 return next(
                     (a for a, ws in scheduler.workers.items() if ws.name == drone_uuid), None
