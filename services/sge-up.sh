@@ -1,5 +1,5 @@
 #!/bin/bash
-# sge-up.sh - bring up a single-host Son of Grid Engine 8.1.9 cluster from Debian 12
+# sge-up.sh - bring up a single-host Son of Grid Engine 8.1.9 cluster from Debian 12 or 13
 # packages, without systemd, as root, non-interactively. Idempotent: re-running it
 # on a working cluster only re-checks/re-applies config (takes ~1 s).
 #
@@ -15,7 +15,9 @@ SGE_SMOKE=${SGE_SMOKE:-1}                 # 1: finish with a qsub -sync y smoke 
 export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
 COMMON=$SGE_ROOT/$SGE_CELL/common
 QM_PIDFILE=/var/spool/gridengine/qmaster/qmaster.pid
+QM_LOG=/var/spool/gridengine/qmaster/messages
 H=$(hostname)
+EXECD_LOG=/var/spool/gridengine/execd/$H/messages
 SERVICE=sge-up
 source "$(dirname "$0")/lib.sh"
 qm_ok() { qconf -sh; }
@@ -43,15 +45,22 @@ if [ ! -e /var/spool/gridengine/spooldb/sge ]; then
 fi
 
 # ------------------------------------------------- 2. host name resolution fix
-# gethostname() gives "$H", but $H's address (127.0.0.1 here) reverse-resolves to
-# "localhost"; qmaster then rejects every client with "access denied (client IP
-# resolved to host name "localhost". This is not identical to clients host name
-# "vm")". host_aliases makes SGE treat those names as the same host.
-if ! getent hosts "$H" >/dev/null; then      # SGE cannot work if the host name does not resolve
+# qmaster reverse-resolves every client's address and refuses a client whose address maps
+# to another name than the client's own ("client IP resolved to host name "localhost". This
+# is not identical to clients host name ..."). host_aliases makes SGE treat those names as
+# one host. SGE itself speaks IPv4 only, so it needs an IPv4 address for $H.
+if ! getent ahostsv4 "$H" >/dev/null; then
     echo "127.0.1.1 $H" >> /etc/hosts; log "added '127.0.1.1 $H' to /etc/hosts"
 fi
-ALIASES=$(set +o pipefail; for ip in $(getent ahostsv4 "$H" | awk '{print $1}' | sort -u); do
-              getent hosts "$ip" | cut -d' ' -f2- ; done | tr ' \t' '\n\n' | grep -v '^$' | grep -vxF "$H" | sort -u | tr '\n' ' ')
+# every address of $H (ahosts: IPv6 ones too, which ahostsv4 leaves out)
+ADDRS=$(getent ahosts "$H" | awk '{print $1}' | sort -u)
+# When $H resolves only through loopback (Debian's own "127.0.1.1 $H" line), a client's
+# connection to $H comes from 127.0.0.1, whose name is "localhost": alias that too.
+if ! grep -qvE '^(127\.|::1$|::ffff:127\.)' <<<"$ADDRS"; then
+    ADDRS=$(printf '%s\n127.0.0.1\n' "$ADDRS" | sort -u)
+fi
+ALIASES=$(set +o pipefail; for ip in $ADDRS; do getent hosts "$ip" | cut -d' ' -f2- ; done |
+              tr ' \t' '\n\n' | grep -v '^$' | grep -vxF "$H" | sort -u | tr '\n' ' ')
 ALIASES=${ALIASES% }
 if [ -n "$ALIASES" ]; then
     NEW="$H $ALIASES"
@@ -59,7 +68,7 @@ if [ -n "$ALIASES" ]; then
         echo "$NEW" > $COMMON/host_aliases; chown sgeadmin:sgeadmin $COMMON/host_aliases
         log "host_aliases: $NEW"
         # qmaster only reads host_aliases at start-up
-        if pid=$(alive $QM_PIDFILE sge_qmaster); then kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"; fi
+        if pid=$(alive $QM_PIDFILE sge_qmaster); then stop_pid "$pid"; fi
     fi
 fi
 echo "$H" > $COMMON/act_qmaster; chown sgeadmin:sgeadmin $COMMON/act_qmaster
@@ -68,7 +77,7 @@ echo "$H" > $COMMON/act_qmaster; chown sgeadmin:sgeadmin $COMMON/act_qmaster
 if pid=$(alive $QM_PIDFILE sge_qmaster) && qm_ok >/dev/null 2>&1; then
     log "sge_qmaster already running (pid $pid)"
 else
-    if [ -n "${pid:-}" ]; then kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"; fi
+    if [ -n "${pid:-}" ]; then stop_pid "$pid"; fi
     # After an unclean stop (SIGKILL) qmaster "guesses" the next job number from the
     # jobs still in its DB, so ids of finished jobs get reused (qacct -j N then shows
     # two jobs). Make sure numbering continues after the highest id in the accounting.
@@ -78,8 +87,8 @@ else
         echo "$MAXACCT" > $SEQ; chown sgeadmin:sgeadmin $SEQ
     fi
     log "starting sge_qmaster"
-    (cd / && /usr/sbin/sge_qmaster)      # daemonizes, drops to sgeadmin
-    wait_for 60 qm_ok || { tail -20 /var/spool/gridengine/qmaster/messages; die "qmaster not answering"; }
+    start_daemon $QM_LOG /usr/sbin/sge_qmaster      # daemonizes, drops to sgeadmin
+    wait_for_daemon 60 sge_qmaster $QM_LOG qm_ok || die_with_log $QM_LOG "sge_qmaster not answering after 60 s"
     log "sge_qmaster up (pid $(cat $QM_PIDFILE))"
 fi
 
@@ -184,7 +193,7 @@ if pid=$(alive "${EPF:-/nonexistent}" sge_execd); then
     if [ "$CONF_CHANGED" = 1 ]; then
         # execd caches the global config (min_uid) - restart it so root jobs don't go to Eqw
         log "restarting sge_execd (pid $pid) to pick up new global config"
-        kill "$pid"; wait_for 30 gone "$pid" || kill -9 "$pid"
+        stop_pid "$pid"
         pid=""
     else
         log "sge_execd already running (pid $pid)"
@@ -192,13 +201,14 @@ if pid=$(alive "${EPF:-/nonexistent}" sge_execd); then
 fi
 if [ -z "${pid:-}" ]; then
     log "starting sge_execd"
-    (cd / && /usr/sbin/sge_execd)        # registers itself as exec host (host is an admin host)
-    wait_for 60 execd_reports_load || die "execd did not report to qmaster"
+    start_daemon "$EXECD_LOG" /usr/sbin/sge_execd   # registers itself as exec host (host is an admin host)
+    wait_for_daemon 60 sge_execd "$EXECD_LOG" execd_reports_load ||
+        die_with_log "$EXECD_LOG" "sge_execd did not report to qmaster within 60 s"
     log "sge_execd up (pid $(cat "$(execd_pidfile)"))"
 fi
 # clear a possible error state left over from an earlier broken run
 qmod -c "all.q@$H" >/dev/null 2>&1 || true
-wait_for 30 execd_reports_load || die "execd not reporting"
+wait_for_daemon 30 sge_execd "$EXECD_LOG" execd_reports_load || die_with_log "$EXECD_LOG" "sge_execd not reporting"
 
 # ---------------------------------------------------------------- 6. smoke test
 if [ "$SGE_SMOKE" = 1 ]; then

@@ -1,6 +1,6 @@
 #!/bin/bash
-# slurm-up.sh - bring up a single-host SLURM 22.05 cluster from Debian 12 packages,
-# without systemd, as root, non-interactively. Idempotent: on a working cluster it
+# slurm-up.sh - bring up a single-host SLURM cluster from Debian packages (22.05 on
+# Debian 12, 24.11 on Debian 13), without systemd, as root, non-interactively. Idempotent: on a working cluster it
 # only re-checks (about 1-2 s incl. smoke test).
 #
 #   SLURM_DBD=1 (default): also MariaDB + slurmdbd, so `sacct` works.
@@ -9,7 +9,9 @@
 #                          still visible for MinJobAge=300 s in squeue -t all / scontrol,
 #                          and every finished job is appended to /var/log/slurm/jobcomp.log.
 #   SLURM_CPUS (default: nproc), partition "debug" (default partition).
-# No cgroups needed: proctrack/linuxproc + task/none.
+# No cgroup plugins are used (proctrack/linuxproc + task/none), but slurmd still looks for a
+# cgroup filesystem on /sys/fs/cgroup at start-up. Without one (some containers), SLURM 24.05+
+# gets CgroupPlugin=disabled; 22.05 cannot run there and the script says so.
 set -euo pipefail
 
 SLURM_DBD=${SLURM_DBD:-1}
@@ -19,6 +21,11 @@ H=$(hostname)
 MEM=$(awk '/^MemTotal/ {print int($2/1024)}' /proc/meminfo)
 CONF=/etc/slurm/slurm.conf
 DBPASS=slurmdbpass                        # local-only test database
+MUNGE_LOG=/var/log/munge/munged.log
+MARIADB_LOG=/var/log/mysql/error.log
+DBD_LOG=/var/log/slurm/slurmdbd.log
+CTLD_LOG=/var/log/slurm/slurmctld.log
+SLURMD_LOG=/var/log/slurm/slurmd.log
 SERVICE=slurm-up
 source "$(dirname "$0")/lib.sh"
 
@@ -35,8 +42,9 @@ if pid=$(alive /run/munge/munged.pid munged) && { munge -n </dev/null | unmunge;
 else
     [ -n "${pid:-}" ] && stop_pid "$pid"
     # --force: take over a stale socket/lock left by a killed munged
-    runuser -u munge -- /usr/sbin/munged --force
-    wait_for 20 sh -c 'munge -n </dev/null | unmunge' || die "munged not working"
+    start_daemon "$MUNGE_LOG" runuser -u munge -- /usr/sbin/munged --force
+    wait_for_daemon 20 munged "$MUNGE_LOG" sh -c 'munge -n </dev/null | unmunge' ||
+        die_with_log "$MUNGE_LOG" "munged not working after 20 s"
     log "munged up (pid $(cat /run/munge/munged.pid))"
 fi
 
@@ -46,10 +54,16 @@ if [ "$SLURM_DBD" = 1 ]; then
         log "mariadb already running"
     else
         log "starting mariadb"
-        /etc/init.d/mariadb start >/dev/null      # sysv script runs mysqld_safe; no systemd needed
-        wait_for 60 mariadb-admin ping || die "mariadb not answering"
+        # sysv script runs mysqld_safe; no systemd needed. Debian's MariaDB logs to syslog,
+        # so a failure shows the script's own output (and error.log if configured).
+        start_daemon "$MARIADB_LOG" /etc/init.d/mariadb start
+        wait_for_daemon 60 mariadbd "$MARIADB_LOG" mariadb-admin ping ||
+            die_with_log "$MARIADB_LOG" "mariadb not answering after 60 s"
     fi
-    mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
+    # The database exists before slurmdbd first starts: slurmdbd 24.11 creating it itself on
+    # MariaDB 11.8 dies ("_check_mysql_concat_is_sane: null result"); its second start works.
+    mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+                CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
                 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
     DBDCONF_NEW=$(cat <<EOF
 AuthType=auth/munge
@@ -76,8 +90,9 @@ EOF
     else
         [ -n "${pid:-}" ] && stop_pid "$pid"
         log "starting slurmdbd"
-        (cd / && /usr/sbin/slurmdbd)
-        wait_for 60 bash -c '</dev/tcp/127.0.0.1/6819' || { tail -20 /var/log/slurm/slurmdbd.log; die "slurmdbd not listening"; }
+        start_daemon "$DBD_LOG" /usr/sbin/slurmdbd
+        wait_for_daemon 60 slurmdbd "$DBD_LOG" bash -c '</dev/tcp/127.0.0.1/6819' ||
+            die_with_log "$DBD_LOG" "slurmdbd not listening on 6819 after 60 s"
         log "slurmdbd up (pid $(cat /run/slurmdbd.pid))"
     fi
     ACCT="AccountingStorageType=accounting_storage/slurmdbd
@@ -135,18 +150,47 @@ CONF_CHANGED=0
 if [ "$(cat $CONF 2>/dev/null)" != "$CONF_NEW" ]; then
     echo "$CONF_NEW" > $CONF; chmod 644 $CONF; CONF_CHANGED=1; log "wrote $CONF"
 fi
+
+# ------------------------------------------------------------- 5. cgroup.conf
+# slurmd looks at the file system type of /sys/fs/cgroup: cgroup2, or a tmpfs holding v1
+# hierarchies. Anything else and it stops with "No filesystem mounted on /sys/fs/cgroup".
+cgroup_fs() {
+    case $(stat -f -c %T /sys/fs/cgroup 2>/dev/null) in
+        cgroup2fs) return 0 ;;
+        tmpfs) awk '$2 ~ "^/sys/fs/cgroup/" && ($3 == "cgroup" || $3 == "cgroup2") {f = 1} END {exit !f}' /proc/self/mounts ;;
+        *) return 1 ;;
+    esac
+}
+SLURM_VERSION=$(slurmd -V | awk '{print $2}')
+CGCONF=/etc/slurm/cgroup.conf
+if cgroup_fs; then
+    CGCONF_NEW=""
+elif [ "$(printf '%s\n24.05\n' "$SLURM_VERSION" | sort -V | head -n1)" = 24.05 ]; then
+    CGCONF_NEW="# generated by slurm-up.sh: no cgroup filesystem on /sys/fs/cgroup here
+CgroupPlugin=disabled"
+else
+    die "slurmd of SLURM $SLURM_VERSION needs a cgroup filesystem on /sys/fs/cgroup and none is" \
+        "mounted here (only SLURM 24.05 and later can run without, with CgroupPlugin=disabled)." \
+        "Mount one (in a container: bind the host's /sys/fs/cgroup) and run this again."
+fi
+if [ -n "$CGCONF_NEW" ] && [ "$(cat $CGCONF 2>/dev/null)" != "$CGCONF_NEW" ]; then
+    echo "$CGCONF_NEW" > $CGCONF; chmod 644 $CGCONF; CONF_CHANGED=1; log "wrote $CGCONF (CgroupPlugin=disabled)"
+elif [ -z "$CGCONF_NEW" ] && grep -qs '^# generated by slurm-up.sh' $CGCONF; then
+    # ours from a time without cgroups; they are back, so the default (autodetect) again
+    rm -f $CGCONF; CONF_CHANGED=1; log "removed $CGCONF"
+fi
 install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/log/slurm
 install -d /var/lib/slurm/slurmd
 
-# ---------------------------------------------------------- 5. slurmctld/slurmd
+# ---------------------------------------------------------- 6. slurmctld/slurmd
 ctld_ok() { scontrol ping | grep 'is UP' >/dev/null; }
 if pid=$(alive /run/slurmctld.pid slurmctld) && [ "$CONF_CHANGED" = 0 ] && ctld_ok 2>/dev/null; then
     log "slurmctld already running (pid $pid)"
 else
     [ -n "${pid:-}" ] && stop_pid "$pid"
     log "starting slurmctld"
-    (cd / && /usr/sbin/slurmctld)          # daemonizes, drops to SlurmUser=slurm
-    wait_for 60 ctld_ok || { tail -20 /var/log/slurm/slurmctld.log; die "slurmctld not UP"; }
+    start_daemon "$CTLD_LOG" /usr/sbin/slurmctld     # daemonizes, drops to SlurmUser=slurm
+    wait_for_daemon 60 slurmctld "$CTLD_LOG" ctld_ok || die_with_log "$CTLD_LOG" "slurmctld not UP after 60 s"
     log "slurmctld up (pid $(cat /run/slurmctld.pid))"
 fi
 node_state() { sinfo -h -n "$H" -o %T 2>/dev/null; }
@@ -155,18 +199,19 @@ if pid=$(alive /run/slurmd.pid slurmd) && [ "$CONF_CHANGED" = 0 ]; then
 else
     [ -n "${pid:-}" ] && stop_pid "$pid"
     log "starting slurmd"
-    (cd / && /usr/sbin/slurmd)
+    start_daemon "$SLURMD_LOG" /usr/sbin/slurmd
 fi
 node_usable() { node_state | grep -Ex 'idle|mixed|allocated|completing' >/dev/null; }
-if ! wait_for 30 node_usable; then
+if ! wait_for_daemon 30 slurmd "$SLURMD_LOG" node_usable; then
     # e.g. down/drained after an unclean stop
     log "node state '$(node_state)' - resuming"
     scontrol update NodeName="$H" State=RESUME 2>/dev/null || true
-    wait_for 30 node_usable || { tail -20 /var/log/slurm/slurmd.log; die "node $H not usable: $(node_state)"; }
+    wait_for_daemon 30 slurmd "$SLURMD_LOG" node_usable ||
+        die_with_log "$SLURMD_LOG" "node $H not usable: $(node_state)"
 fi
 log "node $H is $(node_state)"
 
-# ---------------------------------------------------------------- 6. smoke test
+# ---------------------------------------------------------------- 7. smoke test
 if [ "$SLURM_SMOKE" = 1 ]; then
     # (sbatch -W works too, but polls with back-off and returns ~7 s after the job ended)
     J=$(cd /tmp && sbatch --parsable -o /dev/null -J slurm-up-smoke --wrap true) || die "sbatch failed"
