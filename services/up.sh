@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 logdir=${SERVICES_LOG_DIR:-/tmp/tardis-sge-dask-services}
 mkdir -p "$logdir"
-for svc in sge slurm sshd; do
+for svc in sge slurm sshd htcondor; do
     if ! bash "$here/$svc-up.sh" >"$logdir/$svc.log" 2>&1; then
         echo "services/up.sh: $svc failed to come up; last lines of $logdir/$svc.log:" >&2
         tail -n 25 "$logdir/$svc.log" >&2

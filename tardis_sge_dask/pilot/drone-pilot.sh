@@ -419,8 +419,10 @@ drain() {
                 && ok=0
             ;;
         htcondor)
+            # The master, not only the startd: it then leaves as soon as the startd has,
+            # instead of at its next DAEMON_SHUTDOWN evaluation minutes later.
             "${detach[@]}" timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" \
-                condor_off -peaceful -daemon startd && ok=0
+                condor_off -peaceful -daemon master && ok=0
             ;;
     esac
     if ((ok != 0)); then

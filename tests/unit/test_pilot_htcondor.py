@@ -4,7 +4,7 @@
 they were called; everything else is real: the pilot generates the startd configuration
 with ``python -m tardis_sge_dask.pilot.startd_config``, the token is handed over through
 ``SEC_TOKEN_DIRECTORY``, and a warning signal to the job's process group (Grid Engine's
-``-notify``) turns into ``condor_off -peaceful -daemon startd``.
+``-notify``) turns into ``condor_off -peaceful -daemon master``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ echo $$ > "$RECORD/master.pid"
 trap 'exit 0' TERM
 while :; do sleep 0.2; done
 """
+# answers like HTCondor: the configuration files it reads, one per line after a tab
+FAKE_CONDOR_CONFIG_VAL = """#!/bin/bash
+[ "$1" = -config ] && printf '\\t%s\\n' "$CONDOR_CONFIG"
+"""
 FAKE_CONDOR_OFF = """#!/bin/bash
 echo "$@" > "$RECORD/condor_off.args"
 echo "$CONDOR_CONFIG" > "$RECORD/condor_off.config"
@@ -50,7 +54,11 @@ exec "$@"
 def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    fakes = [("condor_master", FAKE_MASTER), ("condor_off", FAKE_CONDOR_OFF)]
+    fakes = [
+        ("condor_master", FAKE_MASTER),
+        ("condor_off", FAKE_CONDOR_OFF),
+        ("condor_config_val", FAKE_CONDOR_CONFIG_VAL),
+    ]
     if container == "image":
         fakes.append(("apptainer", FAKE_APPTAINER))
     for name, body in fakes:
@@ -62,6 +70,8 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
     token.write_text("eyJhbGciOiJIUzI1NiJ9.not-a-real-token.sig\n")
     scratch_base = tmp_path / "scratch"
     scratch_base.mkdir()
+    base_config = tmp_path / "image_condor_config"
+    base_config.write_text("RELEASE_DIR = /usr\n")
     env = {
         "PATH": f"{fake_bin}:/usr/bin:/bin",
         "RECORD": str(record),
@@ -75,6 +85,7 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
         "PILOT_PYTHON": sys.executable,
         "PILOT_WALLTIME": "7200",
         "PILOT_SCRATCH_BASE": str(scratch_base),
+        "PILOT_IMAGE_CONDOR_CONFIG": str(base_config),
     }
     if container == "image":
         image = tmp_path / "drone.sif"
@@ -105,13 +116,14 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
 
     assert pilot.returncode == 0, stderr
     config = (record / "condor_config").read_text()
+    assert config.splitlines()[1] == f"include : {base_config}"
     assert "STARTD_NAME = htc-drone-1" in config
     assert "NUM_CPUS = 4" in config and "MEMORY = 8000" in config
     assert "COLLECTOR_HOST = pool.example:9618" in config
     assert (record / "tokens").read_text().split() == ["drone.token"]
     assert "not-a-real-token" not in config + stdout + stderr
     assert (record / "condor_off.args").read_text().split() == [
-        "-peaceful", "-daemon", "startd"
+        "-peaceful", "-daemon", "master"
     ]
     assert Path((record / "condor_off.config").read_text().strip()).name == "condor_config"
     assert "received SIGUSR2: draining the htcondor payload" in stdout

@@ -218,7 +218,10 @@ def test_configuration_what_tardis_and_the_pool_rely_on():
     assert config["NUM_SLOTS_TYPE_1"] == "1"
     assert config["COLLECTOR_HOST"] == "collector.physnet.example:9618"
     assert config["CCB_ADDRESS"] == "ccb.physnet.example:9618"
-    assert config["USE_SHARED_PORT"] == "True"
+    # an unprivileged master in a container cannot start condor_shared_port
+    assert config["USE_SHARED_PORT"] == "False"
+    # FS proofs go where every container of the drone looks (each has its own /tmp)
+    assert config["FS_LOCAL_DIR"] == "/scratch/drone/condor/fs"
     assert config["SEC_TOKEN_DIRECTORY"] == "/scratch/drone/tokens.d"
     assert "IDTOKENS" in config["SEC_DEFAULT_AUTHENTICATION_METHODS"]
     assert config["STARTD_NOCLAIM_SHUTDOWN"] == "600"
@@ -226,6 +229,28 @@ def test_configuration_what_tardis_and_the_pool_rely_on():
     # CCB defaults to the collector.
     default_ccb = parse_config(render_startd_config(settings()))
     assert default_ccb["CCB_ADDRESS"] == "collector.physnet.example:9618"
+
+
+def test_the_image_configuration_is_read_first_and_jobs_get_the_drone_path():
+    text = render_startd_config(
+        settings(
+            job_path="/opt/dask/bin:/usr/bin:/bin",
+            base_configs=("/etc/condor/condor_config", "/etc/condor/config.d/00-site"),
+        )
+    )
+    # the image's files first, in HTCondor's order; its config directory is not read again
+    # after the drone's settings
+    assert text.splitlines()[1:6] == [
+        "include : /etc/condor/condor_config",
+        "include : /etc/condor/config.d/00-site",
+        "LOCAL_CONFIG_DIR =",
+        "LOCAL_CONFIG_FILE =",
+        "",
+    ]
+    config = parse_config(text)
+    assert config["STARTER_JOB_ENVIRONMENT"] == '"PATH=/opt/dask/bin:/usr/bin:/bin"'
+    without = render_startd_config(settings())
+    assert "include" not in without and "STARTER_JOB_ENVIRONMENT" not in without
 
 
 def test_rendering_is_pure():
@@ -240,6 +265,8 @@ def test_rendering_is_pure():
         {"collector": "host; rm -rf /"},
         {"start_expression": "True\nSTART = False"},
         {"walltime": 100, "lifetime_margin": 300},
+        {"base_configs": ("/etc/condor/condor_config\nSTART = True",)},
+        {"job_path": "/opt/dask/bin:/tmp/$(evil)"},
     ],
 )
 def test_unsound_settings_are_refused(overrides):
@@ -273,12 +300,27 @@ def test_settings_from_the_pilot_environment(tmp_path):
 def test_command_line_writes_the_configuration(tmp_path, monkeypatch, capsys):
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
+    # the image's condor_config_val names the files it reads (here: only the base file)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "condor_config_val").write_text(
+        '#!/bin/sh\n[ "$1" = -config ] && printf "\\t%s\\n" "$CONDOR_CONFIG"\n'
+    )
+    (fake_bin / "condor_config_val").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
     output = tmp_path / "condor" / "condor_config"
-    assert main(["--scratch", str(tmp_path), "--output", str(output)]) == 0
+    base = tmp_path / "image_condor_config"
+    base.write_text("RELEASE_DIR = /usr\n")
+    argv = ["--scratch", str(tmp_path), "--output", str(output), "--base-config", str(base)]
+    assert main(argv) == 0
     assert "STARTD_NAME = drone-7" in output.read_text()
+    assert f"include : {base}" in output.read_text()
     assert (tmp_path / "condor" / "execute").is_dir()
+    # an image without HTCondor's own configuration is named, not half-configured
+    assert main(argv[:-1] + [str(tmp_path / "missing")]) == 2
+    assert "has no HTCondor configuration" in capsys.readouterr().err
     monkeypatch.delenv("PILOT_COLLECTOR")
-    assert main(["--scratch", str(tmp_path), "--output", str(output)]) == 2
+    assert main(argv) == 2
     assert "PILOT_COLLECTOR" in capsys.readouterr().err
 
 
