@@ -1,13 +1,13 @@
 # Two commands on a fresh machine:
-#   make install   Python packages into .venv + local Grid Engine, SLURM and sshd
-#   make test      brings the local services up (idempotent) and runs the whole suite
+#   make install   Python packages into .venv + local Grid Engine, SLURM and sshd + drone test image
+#   make test      brings the local services and the image up (idempotent) and runs the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: install venv services test unit lint bench demo
+.PHONY: install venv services image test unit lint bench demo
 
-install: venv services
+install: venv services image
 
 # Debian's own python3 needs the python3-venv package for a venv; other builds have it
 venv:
@@ -19,7 +19,12 @@ venv:
 services:
 	bash services/up.sh
 
-test: services
+# The drone test image and its Apptainer stand-in (containers/test-image/README.md); cached,
+# rebuilt only in the layers whose inputs changed, this package reinstalled each time
+image:
+	bash containers/test-image/build.sh
+
+test: services image
 	$(PY) -m ruff check .
 	$(PY) -m pytest -ra
 
