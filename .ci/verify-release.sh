@@ -59,7 +59,7 @@ if [ "${1:-}" = __inner ]; then
     step test bash -c 'cd /root/tardis-sge-dask && CI=true make test' || true
     in_root bash -c '
         for p in gridengine-master slurm-wlm mariadb-server python3 openssh-server condor htcondor; do
-            dpkg-query -W -f="\${Package} \${Version}\n" "$p" 2>/dev/null | grep -v " $" || true
+            dpkg-query -W -f="\${Package} \${Version}\n" "$p" 2>/dev/null | grep -v " \$" || true
         done
         echo "venv-python $(/root/tardis-sge-dask/.venv/bin/python -c "import platform; print(platform.python_version())" 2>/dev/null)"
         echo "debian $(cat /etc/debian_version)"' >"$STATE/versions" 2>&1 || true
@@ -224,9 +224,10 @@ INNER=""
 
 # ---------------------------------------------------------------- 5. summary
 field() { [ -s "$STATE/$1" ] && cut -d' ' -f"$2" "$STATE/$1" || echo -; }
-version() { awk -v p="$1" '$1 == p {print $2}' "$STATE/versions" 2>/dev/null | head -n1; }
+version() { local v; v=$(awk -v p="$1" '$1 == p {print $2}' "$STATE/versions" 2>/dev/null | head -n1 || true)
+            echo "${v:-not installed}"; }
 counts=$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$LOGS/test.log" 2>/dev/null | tail -n1 || true)
-num() { grep -oE "[0-9]+ $1" <<<"$counts" | cut -d' ' -f1 | head -n1; }
+num() { { grep -oE "[0-9]+ $1" <<<"$counts" || true; } | cut -d' ' -f1 | head -n1; }
 PASSED=$(num passed); FAILED=$(num failed); SKIPPED=$(num skipped); ERRORS=$(num 'errors?')
 PASSED=${PASSED:-0} FAILED=${FAILED:-0} SKIPPED=${SKIPPED:-0} ERRORS=${ERRORS:-0}
 VERDICT=PASS
@@ -246,7 +247,7 @@ VERDICT=PASS
     echo "  MariaDB               $(version mariadb-server)"
     echo "  Python                $(version venv-python) (python3 $(version python3))"
     echo "  OpenSSH               $(version openssh-server)"
-    echo "  HTCondor              $(version condor)$(version htcondor)"
+    echo "  HTCondor              $(version condor) (package condor)"
     echo "  host name / cgroups   $NAME -> ${SELF_LINE%% *} / $([ "$CGROUP" = 1 ] && echo "host's, read-only" || echo none)"
     echo "  total                 $((EPOCHSECONDS - T0)) s; logs in $LOGS"
     echo "result: $VERDICT"
