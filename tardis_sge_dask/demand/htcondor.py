@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 from collections import Counter
@@ -29,6 +30,26 @@ from .packing import JobShape
 from .sources import DemandSnapshot, DemandSource, DemandSourceError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.demand.htcondor")
+
+
+def _load_bindings_keeping_the_environment() -> None:
+    """Import what ``classad2.parseAds`` imports on first use, without its side effect.
+
+    ``htcondor2`` sets ``CONDOR_CONFIG=/dev/null`` in ``os.environ`` when it finds no
+    configuration file at the standard paths. In the daemon that is the whole process:
+    every ``condor_status`` TARDIS's HTCondor adapter runs afterwards would read no
+    configuration and answer "can't find collector".
+    """
+    before = os.environ.get("CONDOR_CONFIG")
+    import htcondor2  # noqa: F401
+
+    if before is None:
+        os.environ.pop("CONDOR_CONFIG", None)
+    else:
+        os.environ["CONDOR_CONFIG"] = before
+
+
+_load_bindings_keeping_the_environment()
 
 IDLE, RUNNING, HELD = 1, 2, 5
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
@@ -131,3 +134,20 @@ async def test_garbage_output_becomes_a_source_error():
     source = CondorQueueDemand(executor=RecordingExecutor({None: "this is ] not [ an ad"}))
     with pytest.raises(DemandSourceError):
         await source.poll()
+
+
+def test_parsing_ads_leaves_the_daemons_condor_config_alone():
+    """The bindings set CONDOR_CONFIG=/dev/null where no config file is at the standard
+    paths; in the daemon every later condor_status would then find no collector."""
+    script = (
+        "import os\n"
+        "from tardis_sge_dask.demand.htcondor import job_shape, parse_ads\n"
+        f"ads = parse_ads(open({str(HTCONDOR / 'condor_q_long_schedd_a.txt')!r}).read())\n"
+        "[job_shape(ad) for ad in ads]\n"
+        "print(os.environ.get('CONDOR_CONFIG', 'unset'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CONDOR_CONFIG"}
+    env["HOME"] = "/nonexistent"  # no ~/.condor either
+    answer = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, check=True)
+    assert answer.stdout.strip() == "unset"
