@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -63,3 +64,24 @@ def sshd() -> dict:
     ):
         service_missing("the test sshd on 127.0.0.1:2222 is not reachable")
     return {"host": "127.0.0.1", "port": 2222, "username": "tardis", "client_keys": [str(key)]}
+
+
+class DroneImage(NamedTuple):
+    path: Path  #: the directory image (an Apptainer sandbox)
+    standin_bin: Path  #: put first on PATH: holds the Apptainer stand-in, `apptainer`
+
+
+@pytest.fixture(scope="session")
+def drone_image() -> DroneImage:
+    """The drone test image and the Apptainer stand-in (containers/test-image/build.sh)."""
+    image = DroneImage(
+        Path(os.environ.get("TSD_TEST_IMAGE", "/var/cache/tardis-sge-dask/drone-image")),
+        Path(os.environ.get("TSD_STANDIN_BIN", "/var/cache/tardis-sge-dask/standin-bin")),
+    )
+    built = (image.path / "opt" / "dask" / "pyvenv.cfg").is_file()
+    if not built or not os.access(image.standin_bin / "apptainer", os.X_OK):
+        service_missing(
+            f"the drone test image {image.path} or its stand-in {image.standin_bin}/apptainer "
+            "is not built (`make image`)"
+        )
+    return image
