@@ -1,18 +1,55 @@
-"""The drone image pins the Dask this package pins.
+"""The drone images pin the Dask this package pins, and carry the same tools.
 
-The image cannot be built here (no Apptainer, no network to the EL repositories), so its
-definition is checked statically: a worker in the image must speak the same
-``distributed`` protocol as the scheduler and clients installed from setup.py.
+The production image (containers/singularity/drone.def, AlmaLinux 9) cannot be built here
+(no Apptainer, no network to the EL repositories), so its definition is checked
+statically: a worker in the image must speak the same ``distributed`` protocol as the
+scheduler and clients installed from setup.py. The test image
+(containers/test-image/build.sh, Debian 13) is built and run by the integration tests;
+here its definition is held in step with drone.def's.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 DEFINITION = ROOT / "containers" / "singularity" / "drone.def"
+TEST_IMAGE_BUILD = ROOT / "containers" / "test-image" / "build.sh"
+TEST_IMAGE_README = ROOT / "containers" / "test-image" / "README.md"
+
+# The one statement of how the two images' packages correspond: a Debian 13 package of the
+# test image -> the AlmaLinux 9 package of drone.def that provides the same.
+COUNTERPARTS = {
+    "condor": "condor",
+    "ca-certificates": "ca-certificates",
+    "openssl": "openssl",
+    "procps": "procps-ng",
+    "tini": "tini",
+    "gfal2": "gfal2-all",
+    "gfal2-plugin-file": "gfal2-all",
+    "gfal2-plugin-http": "gfal2-all",
+    "gfal2-plugin-xrootd": "gfal2-all",
+    "python3-gfal2": "python3-gfal2-util",  # EL: a dependency of python3-gfal2-util
+    "python3-gfal2-util": "python3-gfal2-util",
+    "gfal2-util-scripts": "gfal2-util-scripts",
+    "xrootd-client": "xrootd-client",
+}
+# In one image only, each with the reason.
+TEST_IMAGE_ONLY = {
+    "python-is-python3": "gfal-copy falls back to /usr/bin/python; Debian has none without it",
+    "voms-clients": "grid tests make VOMS proxies in the image; a site's come with the job",
+}
+DRONE_DEF_ONLY = {
+    "dnf-plugins-core": "repository set-up",
+    "epel-release": "repository set-up",
+    "python3.11": "the test image carries the client's own Python instead",
+    "python3.11-pip": "the test image carries the client's own Python instead",
+    "which": "Debian's is in an essential package",
+    "osg-ca-certs": "IGTF CAs; the tests make their own CA",
+}
 
 
 def setup_py_dask_version() -> str:
@@ -50,3 +87,64 @@ def test_image_has_what_the_pilot_needs():
     assert "--set-enabled crb" in text
     assert "htcondor-release-current.el9" in text
     assert "/opt/tardis-sge-dask" in text
+
+
+def drone_def_packages() -> set[str]:
+    """Every package name drone.def's %post hands to `dnf install`."""
+    post = DEFINITION.read_text().split("%post", 1)[1].split("\n%", 1)[0]
+    post = post.replace("\\\n", " ")
+    packages: set[str] = set()
+    for command in re.split(r"&&|\|\||;|\n", post):
+        match = re.match(r"\s*dnf -y install (.*)", command)
+        if match:
+            packages.update(w for w in match.group(1).split() if "://" not in w)
+    return packages
+
+
+def build_script_assignment(name: str) -> str:
+    match = re.search(rf'^{name}="?([^"\n]*)"?$', TEST_IMAGE_BUILD.read_text(), re.MULTILINE)
+    assert match, f"build.sh sets no {name}"
+    return match.group(1)
+
+
+def test_test_image_reads_the_dask_version_from_setup_py():
+    """One source of truth: the assignment in build.sh, run, yields setup.py's pin."""
+    assignment = next(
+        line for line in TEST_IMAGE_BUILD.read_text().splitlines()
+        if line.startswith("DASK_VERSION=")
+    )
+    version = subprocess.run(
+        ["bash", "-c", f'REPO={ROOT}; {assignment}; printf %s "$DASK_VERSION"'],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert version == setup_py_dask_version()
+    text = TEST_IMAGE_BUILD.read_text()
+    assert '"dask==$DASK_VERSION"' in text
+    assert '"distributed==$DASK_VERSION"' in text
+
+
+def test_both_images_pin_the_same_dask():
+    pinned = set(re.findall(r"^\s*DASK_VERSION=(\S+)\s*$", DEFINITION.read_text(), re.MULTILINE))
+    assert pinned == {setup_py_dask_version()}
+    # and the test image's pin is setup.py's by construction (the test above)
+
+
+def test_the_two_images_install_the_same_tools():
+    debian = set(build_script_assignment("DRONE_PACKAGES").split())
+    assert debian == set(COUNTERPARTS) | set(TEST_IMAGE_ONLY), (
+        "a package of the test image lacks its drone.def counterpart in COUNTERPARTS"
+    )
+    assert drone_def_packages() == set(COUNTERPARTS.values()) | set(DRONE_DEF_ONLY), (
+        "a package of drone.def lacks its test-image counterpart in COUNTERPARTS"
+    )
+
+
+def test_the_htcondor_series_of_both_images_are_the_ones_documented():
+    """They cannot be equal (Debian 13 packages 23.9); the difference is stated, not hidden."""
+    production = re.search(r"^\s*HTCONDOR_SERIES=(\S+)\s*$", DEFINITION.read_text(),
+                           re.MULTILINE)
+    assert production
+    test_series = build_script_assignment("HTCONDOR_SERIES")
+    readme = TEST_IMAGE_README.read_text()
+    assert f"HTCondor {test_series}" in readme
+    assert f"HTCondor {production.group(1)}" in readme
