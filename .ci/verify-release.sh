@@ -28,6 +28,9 @@ set -euo pipefail
 if [ "${1:-}" = __inner ]; then
     ROOT=$2 NAME=$3 STATE=$4 LOGS=$5 CGROUP=$6
     hostname "$NAME"
+    # the root a mount point of its own, as / is on a real machine: tools that change the
+    # propagation of / (bwrap makes it a slave) fail with EINVAL on a plain directory
+    mount --bind "$ROOT" "$ROOT"
     mount --rbind /dev "$ROOT/dev"
     # own /dev/shm: the host's would be shared with its processes
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$ROOT/dev/shm"
@@ -49,20 +52,23 @@ if [ "${1:-}" = __inner ]; then
         echo "$rc $((EPOCHSECONDS - t0))" >"$STATE/$1"
         return "$rc"
     }
+    versions() {
+        in_root bash -c '
+            for p in gridengine-master slurm-wlm mariadb-server python3 openssh-server condor htcondor; do
+                dpkg-query -W -f="\${Package} \${Version}\n" "$p" 2>/dev/null | grep -v " \$" || true
+            done
+            echo "venv-python $(/root/tardis-sge-dask/.venv/bin/python -c "import platform; print(platform.python_version())" 2>/dev/null)"
+            echo "debian $(cat /etc/debian_version)"' >"$STATE/versions" 2>&1 || true
+    }
     # the machine as it comes: package lists fetched once (Debian's images ship none)
-    step prepare apt-get update -q || exit 0
-    step install bash -c 'cd /root/tardis-sge-dask && make install' || exit 0
+    step prepare apt-get update -q || { versions; exit 0; }
+    step install bash -c 'cd /root/tardis-sge-dask && make install' || { versions; exit 0; }
     # the outside world goes away before the tests: the host side drops route and NAT
     touch "$STATE/install.done"
     for _ in $(seq 600); do [ -e "$STATE/offline" ] && break; sleep 0.5; done
     [ -e "$STATE/offline" ] || { echo "the host did not drop the network" >"$STATE/test"; exit 0; }
     step test bash -c 'cd /root/tardis-sge-dask && CI=true make test' || true
-    in_root bash -c '
-        for p in gridengine-master slurm-wlm mariadb-server python3 openssh-server condor htcondor; do
-            dpkg-query -W -f="\${Package} \${Version}\n" "$p" 2>/dev/null | grep -v " \$" || true
-        done
-        echo "venv-python $(/root/tardis-sge-dask/.venv/bin/python -c "import platform; print(platform.python_version())" 2>/dev/null)"
-        echo "debian $(cat /etc/debian_version)"' >"$STATE/versions" 2>&1 || true
+    versions
     exit 0
 fi
 
@@ -252,4 +258,11 @@ VERDICT=PASS
     echo "  total                 $((EPOCHSECONDS - T0)) s; logs in $LOGS"
     echo "result: $VERDICT"
 } | tee "$WORK/summary.txt"
+if [ "$VERDICT" != PASS ]; then
+    for step in prepare install test; do
+        [ "$(field "$step" 1)" = 0 ] && continue
+        [ -s "$LOGS/$step.log" ] && { echo "last lines of $LOGS/$step.log:"; tail -n 20 "$LOGS/$step.log" | sed 's/^/    /'; }
+        break
+    done
+fi
 [ "$VERDICT" = PASS ]
