@@ -76,6 +76,7 @@ need_tools() {
 # ---------------------------------------------------------------- layer 1: root file system
 # Bump when build_root changes in a way the package list does not show.
 ROOT_RECIPE=1
+# shellcheck disable=SC2086  # one word per package
 ROOT_KEY=$(printf '%s\n' "$ROOT_RECIPE" "$SUITE" $DRONE_PACKAGES $PYTHON_SUPPORT_PACKAGES | sort | digest)
 
 build_root() {
@@ -125,6 +126,7 @@ copy_client_python() {
     in_root ldconfig
     # Built against the host's libraries: every extension module must resolve in the image.
     local missing
+    # shellcheck disable=SC2016  # expanded by the shell inside the image
     missing=$(in_root sh -c 'for f in /opt/python/bin/python3.* /opt/python/lib/python3.*/lib-dynload/*.so; do
         ldd "$f" 2>&1 | sed -n "s|^[[:space:]]*\(.*not found\)|$f: \1|p"; done')
     [[ -z $missing ]] || die "the copied Python needs libraries the image lacks (add their packages to PYTHON_SUPPORT_PACKAGES):
