@@ -69,6 +69,7 @@ MACHINE_TYPE_KEYS: dict[str, tuple[str, ...]] = {
 }
 BATCH_SYSTEM_KEYS: dict[str, tuple[str, ...]] = {
     "Dask": ("adapter", "scheduler_address", "max_age", "timeout", "security"),
+    "HTCondorOverlay": ("adapter", "max_age", "ratios", "options", "executor", "missing_grace"),
 }
 SECURITY_FILES = ("tls_ca_file", "tls_client_cert", "tls_client_key", "tls_cert", "tls_key")
 #: executor tags and the keys that name files on the daemon host
@@ -378,7 +379,7 @@ class Checker:
                 "tardis.BatchSystem.adapter",
                 "missing",
                 "the overlay: BatchSystem: {adapter: Dask, scheduler_address: ...}"
-                " or {adapter: HTCondor, ...}",
+                " or {adapter: HTCondorOverlay, ...}",
             )
             return
         name = batch_system["adapter"]
@@ -388,7 +389,7 @@ class Checker:
             self.report(
                 "tardis.BatchSystem.adapter",
                 f"unknown batch system adapter {name!r}",
-                _suggest(name, ["Dask", "HTCondor", "Slurm", "FakeBatchSystem"]),
+                _suggest(name, ["Dask", "HTCondorOverlay", "HTCondor", "Slurm", "FakeBatchSystem"]),
             )
             return
         known = BATCH_SYSTEM_KEYS.get(name)

@@ -40,6 +40,7 @@ SITE_ADAPTERS: dict[str, str] = {
 }
 BATCH_SYSTEM_ADAPTERS: dict[str, str] = {
     "Dask": "tardis_sge_dask.batchsystems.dask:DaskAdapter",
+    "HTCondorOverlay": "tardis_sge_dask.batchsystems.htcondor:HTCondorOverlayAdapter",
 }
 
 

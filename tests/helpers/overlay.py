@@ -133,7 +133,7 @@ def overlay_config(
         interval=2,
         heartbeat=2,
         batch_system={
-            "adapter": "HTCondor",
+            "adapter": "HTCondorOverlay",
             "max_age": 0.05,
             "ratios": {
                 "cpu_ratio": "Real(TotalSlotCpus-Cpus)/TotalSlotCpus",
