@@ -25,11 +25,12 @@ set -euo pipefail
 # ---------------------------------------------------------------- inner stage
 # Runs as PID 1 of the new PID namespace, in the new mount/UTS/IPC namespaces and in the
 # verification's network namespace. Everything it mounts disappears with it.
+# Keep this block before anything that the host stage needs: after pivot_root only the copy
+# and the two bound result directories are left.
 if [ "${1:-}" = __inner ]; then
     ROOT=$2 NAME=$3 STATE=$4 LOGS=$5 CGROUP=$6
     hostname "$NAME"
-    # the root a mount point of its own, as / is on a real machine: tools that change the
-    # propagation of / (bwrap makes it a slave) fail with EINVAL on a plain directory
+    # the root a mount point of its own, so that it can become / (pivot_root)
     mount --bind "$ROOT" "$ROOT"
     mount --rbind /dev "$ROOT/dev"
     # own /dev/shm: the host's would be shared with its processes
@@ -42,8 +43,22 @@ if [ "${1:-}" = __inner ]; then
         awk -v top="$ROOT/sys/fs/cgroup" '$5 == top || index($5, top "/") == 1 {print $5}' /proc/self/mountinfo |
             while read -r m; do mount -o remount,bind,ro "$m"; done
     fi
+    # where this stage leaves its results for the host side, reachable after the switch
+    mkdir -p "$ROOT/run/verify-release/state" "$ROOT/run/verify-release/logs"
+    mount --bind "$STATE" "$ROOT/run/verify-release/state"
+    mount --bind "$LOGS" "$ROOT/run/verify-release/logs"
+    STATE=/run/verify-release/state LOGS=/run/verify-release/logs
+    # The copy becomes / of this mount namespace (pivot_root, not chroot), as on a real
+    # machine: the kernel refuses user namespaces to chrooted processes (bwrap as a user), and
+    # changing the propagation of / (bwrap as root) needs / to be a mount point.
+    cd "$ROOT"
+    mkdir -p .old-root
+    pivot_root . .old-root
+    cd /
+    umount -l /.old-root
+    rmdir /.old-root
     in_root() {
-        chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+        env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
     }
     step() {    # step NAME cmd... : run in the root, log, record exit code and seconds
