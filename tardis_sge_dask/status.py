@@ -151,6 +151,7 @@ def condor_status_command(batch_system: dict) -> list[str]:
         "Name",
         "SlotType",
         "JobId",
+        "DaskWorkerName",
     ]
 
 
@@ -161,22 +162,23 @@ def parse_condor_slots(stdout: str) -> dict[str, str]:
     HTCondor job, whose Dask worker is named after the job id.
     """
     startds: dict[str, str] = {}
-    jobs: dict[str, list[str]] = {}
+    jobs: dict[str, list[tuple[str, str]]] = {}
     for line in stdout.splitlines():
         fields = line.split("\t")
-        if len(fields) != 4 or fields[0] in ("", "undefined"):
+        if len(fields) not in (4, 5) or fields[0] in ("", "undefined"):
             continue
-        uuid, name, slot_type, job_id = fields
+        uuid, name, slot_type, job_id = fields[:4]
+        # the startd publishes the job's DaskWorkerName (STARTD_JOB_ATTRS); older drones
+        # do not, and dask-jobqueue's default name is derived from the job id
+        worker = fields[4] if len(fields) == 5 and fields[4] not in ("", "undefined") else ""
         if slot_type == "Dynamic" and job_id not in ("", "undefined"):
-            jobs.setdefault(uuid, []).append(job_id)
+            jobs.setdefault(uuid, []).append((job_id, worker or dask_jobqueue_worker(job_id)))
         else:
             startds.setdefault(uuid, name)
     described = {}
     for uuid in {*startds, *jobs}:
         parts = [f"startd {startds.get(uuid, '?')}"]
-        parts += [
-            f"job {job} = worker {dask_jobqueue_worker(job)}" for job in sorted(jobs.get(uuid, []))
-        ]
+        parts += [f"job {job} = worker {worker}" for job, worker in sorted(jobs.get(uuid, []))]
         described[uuid] = "; ".join(parts)
     return described
 

@@ -65,6 +65,9 @@ class StartdSettings:
     base_configs: tuple[str, ...] = ()
     #: PATH of the drone's payload environment, handed to jobs (the image's Dask python)
     job_path: str | None = None
+    #: seconds between the startd's updates to the collector (None: HTCondor's 300); after
+    #: a collector restart a drone is back in the pool within this time
+    update_interval: int | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.uuid):
@@ -92,6 +95,8 @@ class StartdSettings:
             _PATH.match(part) for part in self.job_path.split(":")
         ):
             raise StartdConfigError(f"job PATH {self.job_path!r} is not a list of plain paths")
+        if self.update_interval is not None and self.update_interval <= 0:
+            raise StartdConfigError(f"update interval {self.update_interval} is not positive")
         if self.walltime is not None and self.walltime <= self.lifetime_margin:
             raise StartdConfigError(
                 f"walltime {self.walltime} s leaves nothing after the"
@@ -150,6 +155,11 @@ def render_startd_config(settings: StartdSettings) -> str:
         "# (the tests' single machine); separate sessions cost a handshake, nothing more.",
         "SEC_USE_FAMILY_SESSION = False",
         "",
+    ]
+    if s.update_interval:
+        # after a collector restart the drone is back in the pool within this time
+        lines += [f"UPDATE_INTERVAL = {s.update_interval}", ""]
+    lines += [
         "# TARDIS's HTCondor adapter finds the drone by this attribute.",
         f"STARTD_NAME = {s.uuid}",
         f'TardisDroneUuid = "{s.uuid}"',
@@ -167,6 +177,8 @@ def render_startd_config(settings: StartdSettings) -> str:
         start = f"{start} && (time() < TardisDroneRetireTime)"
     lines += [
         f"STARTD_ATTRS = $(STARTD_ATTRS) {' '.join(attrs)}",
+        "# each job slot names its Dask worker, so `tardis-sge-dask status` can map it",
+        "STARTD_JOB_ATTRS = $(STARTD_JOB_ATTRS) DaskWorkerName",
         "",
         "# One partitionable slot holding everything the batch job was given.",
         f"NUM_CPUS = {s.cores}",
@@ -311,6 +323,7 @@ def settings_from_environment(
         gpu_ids=gpu_ids,
         base_configs=base_configs,
         job_path=_plain_path_list(environ.get("PATH", "")),
+        update_interval=number("PILOT_STARTD_UPDATE_INTERVAL"),
     )
 
 

@@ -249,7 +249,9 @@ def test_the_image_configuration_is_read_first_and_jobs_get_the_drone_path():
     ]
     config = parse_config(text)
     assert config["STARTER_JOB_ENVIRONMENT"] == '"PATH=/opt/dask/bin:/usr/bin:/bin"'
+    assert "UPDATE_INTERVAL = 20" in render_startd_config(settings(update_interval=20))
     without = render_startd_config(settings())
+    assert "UPDATE_INTERVAL" not in without
     assert "include" not in without and "STARTER_JOB_ENVIRONMENT" not in without
 
 
