@@ -419,10 +419,13 @@ drain() {
                 && ok=0
             ;;
         htcondor)
-            # The master, not only the startd: it then leaves as soon as the startd has,
-            # instead of at its next DAEMON_SHUTDOWN evaluation minutes later.
+            # Graceful, not peaceful: a Dask worker job never ends by itself, and the batch
+            # system kills the drone soon. The startd vacates its jobs (SIGTERM: the workers
+            # close, HTCondor puts the jobs back in the queue at once, their tasks run
+            # elsewhere), after MAXJOBRETIREMENTTIME near the walltime. The master, not only
+            # the startd: it leaves with it instead of at its next DAEMON_SHUTDOWN check.
             "${detach[@]}" timeout "$PILOT_RETIRE_TIMEOUT" "${PREFIX[@]}" \
-                condor_off -peaceful -daemon master && ok=0
+                condor_off -graceful -daemon master && ok=0
             ;;
     esac
     if ((ok != 0)); then

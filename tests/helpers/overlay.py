@@ -243,10 +243,13 @@ class PhysicistSession:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
+    def send(self, command: str) -> None:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
     def finish(self, timeout: float = 120) -> None:
         if self.process.poll() is None:
-            self.process.stdin.write("\n")
-            self.process.stdin.flush()
+            self.send("close")
         self.wait_for("closed", timeout)
         self.process.wait(timeout)
 

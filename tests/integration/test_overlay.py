@@ -28,7 +28,13 @@ Waits are bounded only to turn a hang into a failure; durations are not asserted
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -70,12 +76,41 @@ def test_physicist_path_on_slurm(slurm, sshd, overlay_pool, overlay_image, tmp_p
     run_overlay(tmp_path, SLURM, unique_site("ovslurm"), sshd)
 
 
-def run_overlay(tmp_path, backend: Backend, site: str, sshd: dict) -> None:
+def status(config, *options: str) -> list[dict]:
+    """``tardis-sge-dask status CONFIG --json [options]`` as an admin runs it."""
+    answer = subprocess.run(
+        [sys.executable, "-m", "tardis_sge_dask", "status", str(config), "--json", *options],
+        capture_output=True, text=True, cwd=config.parent, timeout=120,
+    )
+    assert answer.returncode == 0, answer.stderr
+    return json.loads(answer.stdout)
+
+
+@dataclass
+class Run:
+    """What a phase of the run may look at and act on while the workers are there."""
+
+    site: str
+    backend: Backend
+    daemon: CobaldDaemon
+    session: overlay.PhysicistSession
+    logs: Path
+    drone_names: set[str]
+
+
+def run_overlay(
+    tmp_path, backend: Backend, site: str, sshd: dict, *,
+    during: Callable[[Run], None] | None = None,
+    machine_type: dict | None = None,
+    environment: dict | None = None,
+) -> None:
+    """The physicist's whole session; ``during`` acts while the workers are connected."""
     logs = overlay.owned_directory(f"tsd-{site}-logs-", overlay.PILOT_USER, 0o755)
     config = overlay.overlay_config(
-        tmp_path, site=site, adapter=backend.adapter, machine_type=backend.machine_type,
+        tmp_path, site=site, adapter=backend.adapter,
+        machine_type={**backend.machine_type, **(machine_type or {})},
         ssh=sshd, known_hosts=overlay.pinned_known_hosts(tmp_path), logs=logs,
-        drones=WORKERS, idle_time=IDLE_TIME,
+        drones=WORKERS, idle_time=IDLE_TIME, environment=environment,
     )
     # the physicist's jobs of an interrupted earlier run would be demand for this one
     overlay.remove_jobs()
@@ -114,6 +149,18 @@ def run_overlay(tmp_path, backend: Backend, site: str, sshd: dict) -> None:
         assert all(any(f"@{name}@" in job["host"] for name in drone_names) for job in running), (
             running, drone_names)
         assert len(joined["names"]) == WORKERS
+        # an admin asks where a physicist's worker runs: worker -> HTCondor job -> startd ->
+        # drone -> batch job
+        rows = status(config)
+        for worker in joined["names"]:
+            [row] = [row for row in rows if worker in row["worker"]]
+            assert row["drone_uuid"] in drone_names and row["state"] == "Available", row
+            assert f"startd slot1@{row['drone_uuid']}@" in row["worker"], row
+            assert row["job_id"] in backend.jobs(site), row
+            [found] = status(config, "--find", worker)
+            assert found["drone_uuid"] == row["drone_uuid"]
+        if during is not None:
+            during(Run(site, backend, daemon, session, logs, drone_names))
 
         # 5. the physicist is done
         session.finish()
@@ -124,10 +171,7 @@ def run_overlay(tmp_path, backend: Backend, site: str, sshd: dict) -> None:
         wait_until(lambda: not (set(overlay.drone_startds()) & drone_names), 120,
                    "the drone startds to leave the collector", daemon)
         # TARDIS drained them through HTCondor before the batch jobs were removed
-        log = daemon.log()
-        for name in drone_names:
-            assert f"{name}" in log
-        assert "DrainingState" in log or "Draining" in log, log[-4000:]
+        assert "in DrainingState" in daemon.log(), daemon.log()[-4000:]
         # 6. nothing of the drones is left on the node
         wait_until(lambda: not overlay.account_processes(
             overlay.PILOT_USER, "condor_master", "condor_startd", "condor_starter", "bwrap"),
@@ -142,3 +186,91 @@ def run_overlay(tmp_path, backend: Backend, site: str, sshd: dict) -> None:
         daemon.stop()
         backend.cleanup(site)
         overlay.remove_jobs()
+
+
+#: how an admin takes a drone away with a warning: Grid Engine's qdel of a -notify job
+#: (SIGUSR2, then SIGKILL after the queue's notify time); SLURM's signal to the batch
+#: shell (docs/pilot.md: plain scancel would also kill the worker at once)
+TAKE_AWAY = {"SGE": ["qdel"], "SlurmBatch": ["scancel", "-b", "-s", "USR2"]}
+
+
+def take_a_drone_away_mid_task(run: Run) -> None:
+    run.session.send("slow 2 16")
+    run.session.wait_for("slow-started", 120)
+    jobs = run.backend.jobs(run.site)
+    victim_id, victim = sorted(jobs.items())[0]
+    subprocess.run([*TAKE_AWAY[run.backend.adapter], victim_id], check=True,
+                   capture_output=True)
+    result = run.session.wait_for("slow-result", 600)
+    # no task lost: every square is there, computed exactly as asked
+    assert result["squares"] == [index * index for index in range(16)]
+    wait_until(lambda: victim_id not in run.backend.jobs(run.site), 120,
+               "the taken drone to leave the batch system", run.daemon)
+    said = "".join(path.read_text() for path in run.logs.glob(f"{victim['name']}*"))
+    # the startd was told to go (graceful: its worker job vacated, requeued, run elsewhere)
+    assert "draining the htcondor payload" in said, said
+    assert "drone-pilot: error" not in said, said
+
+
+@pytest.mark.parametrize("backend", [SGE, SLURM], ids=["grid_engine", "slurm"])
+def test_no_task_lost_when_a_drone_is_taken_away(backend, request, sshd, overlay_pool,
+                                                  overlay_image, tmp_path):
+    request.getfixturevalue("sge" if backend is SGE else "slurm")
+    run_overlay(tmp_path, backend, unique_site("ovtake"), sshd,
+                during=take_a_drone_away_mid_task)
+
+
+OUTAGE = 30  # seconds the collector is down
+
+
+def stop_the_collector(run: Run) -> None:
+    before = set(run.backend.jobs(run.site))
+    subprocess.run(["condor_off", "-daemon", "collector"], check=True, capture_output=True)
+    try:
+        time.sleep(OUTAGE)
+    finally:
+        subprocess.run(["condor_on", "-daemon", "collector"], check=True, capture_output=True)
+    wait_until(overlay.pool_answers, 60, "the collector to answer again", run.daemon)
+    # every drone is back in the pool, as it was
+    wait_until(lambda: run.drone_names <= set(overlay.drone_startds()), 120,
+               "the drone startds to advertise themselves again", run.daemon)
+    assert set(run.backend.jobs(run.site)) == before, "a drone was removed during the outage"
+    log = run.daemon.log()
+    for state in ("in DrainState", "in DrainingState", "in ShutDownState", "in CleanupState"):
+        assert state not in log, f"{state} during a collector outage:\n{log[-4000:]}"
+    # the work goes on on the same drones
+    assert run.session.send("sum") is None
+    assert run.session.wait_for("sum", 300)["total"] == 1_000_000 * 999_999
+
+
+def test_a_collector_outage_drains_and_kills_no_drone(sge, sshd, overlay_pool, overlay_image,
+                                                      tmp_path):
+    run_overlay(tmp_path, SGE, unique_site("ovcoll"), sshd, during=stop_the_collector,
+                environment={"PILOT_STARTD_UPDATE_INTERVAL": 10})
+
+
+WALLTIME = 150
+MARGIN = 60
+
+
+def outlive_the_retire_time(run: Run) -> None:
+    """Wait past the drones' retire time; they must leave on their own, before h_rt."""
+    started = {job_id: job["name"] for job_id, job in run.backend.jobs(run.site).items()}
+    wait_until(lambda: not (set(started) & set(run.backend.jobs(run.site))), WALLTIME + 60,
+               "the drones to leave at their retire time", run.daemon)
+    for job_id, name in started.items():
+        accounting = subprocess.run(["qacct", "-j", job_id], capture_output=True,
+                                    text=True).stdout
+        fields = dict(line.split(None, 1) for line in accounting.splitlines() if " " in line)
+        # ended by the pilot, not killed by Grid Engine's h_rt
+        assert fields.get("exit_status", "").strip() == "0", accounting
+        assert float(fields["ru_wallclock"].split()[0].rstrip("s")) < WALLTIME, accounting
+        said = "".join(path.read_text() for path in run.logs.glob(f"{name}.o*"))
+        assert "payload finished" in said or "payload left" in said, said
+
+
+def test_a_drone_leaves_before_its_walltime(sge, sshd, overlay_pool, overlay_image, tmp_path):
+    run_overlay(tmp_path, SGE, unique_site("ovwall"), sshd, during=outlive_the_retire_time,
+                machine_type={"Walltime": WALLTIME},
+                environment={"PILOT_LIFETIME_MARGIN": MARGIN,
+                             "PILOT_STARTD_UPDATE_INTERVAL": 10})

@@ -4,7 +4,7 @@
 they were called; everything else is real: the pilot generates the startd configuration
 with ``python -m tardis_sge_dask.pilot.startd_config``, the token is handed over through
 ``SEC_TOKEN_DIRECTORY``, and a warning signal to the job's process group (Grid Engine's
-``-notify``) turns into ``condor_off -peaceful -daemon master``.
+``-notify``) turns into ``condor_off -graceful -daemon master``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
     assert (record / "tokens").read_text().split() == ["drone.token"]
     assert "not-a-real-token" not in config + stdout + stderr
     assert (record / "condor_off.args").read_text().split() == [
-        "-peaceful", "-daemon", "master"
+        "-graceful", "-daemon", "master"
     ]
     assert Path((record / "condor_off.config").read_text().strip()).name == "condor_config"
     assert "received SIGUSR2: draining the htcondor payload" in stdout

@@ -3,8 +3,15 @@
 HTCondor refuses jobs owned by root, so the tests run this as the test account
 ``physicist``. It does what the user guide tells a physicist to do: an ``OverlayCluster``
 with TLS from ``Security.temporary()``, ``scale(N)``, a ``dask.array`` computation, and
-``close()``. Progress goes to stdout as one JSON object per line; the test answers on
-stdin when the session may end, so it can look at the pool while the workers are there.
+``close()``. Progress goes to stdout as one JSON object per line. Then it reads commands
+on stdin, so the test can look at the pool while the workers are there and change it under
+running work: ``slow SECONDS TASKS`` runs tasks that sleep, ``sum`` computes the sum again,
+``close`` (or an empty line) ends the session.
+
+With ``--events FILE`` (bench/bench_overlay.py) it also appends wall-clock timestamps to
+FILE, one JSON object per line: ``scale`` just before ``cluster.scale(N)``, ``worker`` when
+the scheduler registers each worker (a scheduler plugin, so the time is the scheduler's
+own), ``workers`` when ``wait_for_workers`` returned. Without it nothing changes.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 
 import dask.array as da
 from distributed import Client
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.security import Security
 
 from tardis_sge_dask.dask import OverlayCluster
@@ -25,12 +33,54 @@ def say(event: str, **data: object) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
 
 
+def record(path: str | None, event: str, **data: object) -> None:
+    """Append one timestamped event to the --events file (nothing without one)."""
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"event": event, "time": time.time(), **data}) + "\n")
+
+
+class WorkerArrivals(SchedulerPlugin):
+    """Records when the scheduler registers each worker (it runs in this process)."""
+
+    name = "overlay-client-arrivals"
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def add_worker(self, scheduler: object, worker: str) -> None:
+        state = scheduler.workers.get(worker)  # type: ignore[attr-defined]
+        record(self.path, "worker", address=worker,
+               name=str(state.name) if state is not None else None)
+
+
+def slow_round(client: Client, seconds: float, tasks: int) -> None:
+    """Tasks long enough for the test to take a drone away while they run."""
+
+    def slow_square(index: int) -> tuple[int, str]:
+        from distributed import get_worker
+
+        time.sleep(seconds)
+        return index * index, get_worker().name
+
+    futures = client.map(slow_square, range(tasks), pure=False)
+    deadline = time.monotonic() + 120
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say("slow-started", processing={k: len(v) for k, v in client.processing().items()})
+    results = client.gather(futures)
+    say("slow-result", squares=[value for value, _ in results],
+        workers=sorted({worker for _, worker in results}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--shared-temp-directory", required=True)
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for workers")
     parser.add_argument("--site", default=None)
+    parser.add_argument("--events", default=None,
+                        help="append timestamped events to this file (benchmarks)")
     args = parser.parse_args()
 
     cluster = OverlayCluster(
@@ -44,10 +94,14 @@ def main() -> int:
     )
     try:
         with Client(cluster) as client:
+            if args.events:
+                client.register_plugin(WorkerArrivals(args.events))
             started = time.monotonic()
+            record(args.events, "scale", workers=args.workers)
             cluster.scale(args.workers)
             say("scaled", workers=args.workers, jobs=sorted(cluster.workers))
             client.wait_for_workers(args.workers, timeout=args.wait)
+            record(args.events, "workers", workers=args.workers)
             workers = client.scheduler_info(n_workers=-1)["workers"]
             say(
                 "workers",
@@ -61,8 +115,15 @@ def main() -> int:
             total = int((array * 2).sum().compute())
             versions = client.run(lambda: sys.version_info[:2])
             say("result", total=total, worker_pythons=sorted({tuple(v) for v in versions.values()}))
-            # the test inspects the pool (status, schedd, drones), then lets us go
-            sys.stdin.readline()
+            # the test inspects the pool (status, schedd, drones) and may ask for more
+            for line in sys.stdin:
+                command = line.split()
+                if not command or command[0] == "close":
+                    break
+                if command[0] == "slow":
+                    slow_round(client, float(command[1]), int(command[2]))
+                elif command[0] == "sum":
+                    say("sum", total=int((da.arange(1_000_000, chunks=50_000) * 2).sum().compute()))
     finally:
         cluster.close()
         say("closed")
