@@ -5,8 +5,8 @@
 #
 #   .ci/verify-release.sh [trixie|bookworm] [--keep] [--no-cgroup] [--hosts-address]
 #
-# A minimal Debian root filesystem (mmdebstrap, cached) plus what the README takes for
-# granted (git, make, python3, ca-certificates) gets a fresh `git clone` of this repository's
+# A minimal Debian root filesystem (mmdebstrap minbase, cached) plus what the README takes
+# for granted (git, make, python3, ca-certificates) gets a fresh `git clone` of this repository's
 # HEAD. In its own network, mount, PID, UTS and IPC namespaces, with its own host name, a
 # veth pair with a non-loopback address, the host's cgroup mounts (read-only), /dev and
 # /proc, it runs `make install` with NAT to the outside, then drops the route and the NAT and
@@ -110,6 +110,9 @@ NAME=tsd-$RELEASE               # host name inside, network namespace, nft table
 VETH=tsdv-$RELEASE              # host side of the veth pair (the other end is eth0 inside)
 NFT_TABLE=tsd_verify_$RELEASE
 BASE=$CACHE/$RELEASE-base.tar
+# minbase: Essential and Priority: required, the floor of every Debian system (mount, ...);
+# plus what the README takes for granted
+BASE_VARIANT=minbase
 BASE_PKGS=ca-certificates,git,make,python3
 BASE_MAX_AGE_DAYS=7
 T0=$EPOCHSECONDS
@@ -153,16 +156,16 @@ trap 'exit 130' INT TERM
 
 # ------------------------------------------------- 1. base root filesystem (cached)
 if [ -s "$BASE" ] && [ -z "$(find "$BASE" -mtime +$BASE_MAX_AGE_DAYS)" ] &&
-   [ "$(cat "$BASE.pkgs" 2>/dev/null)" = "$BASE_PKGS" ]; then
+   [ "$(cat "$BASE.pkgs" 2>/dev/null)" = "$BASE_VARIANT $BASE_PKGS" ]; then
     say "base root filesystem: cached $BASE ($(date -r "$BASE" +%F))"
     BASE_SECS=cached
 else
     say "building the base root filesystem of Debian $DEBIAN ($RELEASE) with mmdebstrap"
     t=$EPOCHSECONDS
     # the name must end in .tar: mmdebstrap picks its output format from it
-    mmdebstrap --quiet --variant=apt --include="$BASE_PKGS" "$RELEASE" "$CACHE/$RELEASE-base.new.tar" ||
+    mmdebstrap --quiet --variant="$BASE_VARIANT" --include="$BASE_PKGS" "$RELEASE" "$CACHE/$RELEASE-base.new.tar" ||
         die "mmdebstrap failed"
-    mv "$CACHE/$RELEASE-base.new.tar" "$BASE"; echo "$BASE_PKGS" > "$BASE.pkgs"
+    mv "$CACHE/$RELEASE-base.new.tar" "$BASE"; echo "$BASE_VARIANT $BASE_PKGS" > "$BASE.pkgs"
     BASE_SECS=$((EPOCHSECONDS - t))
     say "base built in ${BASE_SECS} s"
 fi
