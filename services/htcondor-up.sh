@@ -86,8 +86,6 @@ SCHEDD_INTERVAL = 2
 SCHEDD_MIN_INTERVAL = 1
 NEGOTIATOR_UPDATE_AFTER_CYCLE = True
 COLLECTOR_UPDATE_INTERVAL = 5
-# Seconds, not days: a drone whose startd left is gone from the collector at once in tests.
-CLASSAD_LIFETIME = 60
 JOB_START_DELAY = 0
 SHADOW_QUEUE_UPDATE_INTERVAL = 5
 EOF

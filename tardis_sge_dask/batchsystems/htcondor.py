@@ -11,10 +11,16 @@ NotAvailable, and an Available drone that is NotAvailable is shut down. That hap
   interval, 5 minutes by default): TARDIS decides whether to trust its cached answer by
   the *master's* start time, which a restart of the collector alone does not change.
 
-Both would drain or kill working drones. This adapter keeps a drone's last known status
-for ``missing_grace`` seconds after it disappeared from the collector's answer, and when it
-has never had an answer it asks the collector whether it answers at all: if not, the
-status update fails and TARDIS retries, instead of shutting the drone down.
+* right after a collector restart, before the central manager's master has advertised
+  itself again: TARDIS 0.9.0 then fails with ``min() arg is an empty sequence``, and as
+  that is no TARDIS exception it stops the whole daemon.
+
+All of these would drain or kill working drones, or the daemon. This adapter keeps a
+drone's last known status for ``missing_grace`` seconds after it disappeared from the
+collector's answer (or the answer could not be used), and while the collector has never
+answered it holds a drone's status check until it does, instead of shutting the drone
+down. A status check may not raise here: TARDIS does not catch exceptions of the batch
+system's status calls, and any exception ends the daemon.
 
 Config (``BatchSystem`` section): every key of TARDIS's ``HTCondor`` adapter, plus::
 
@@ -25,6 +31,7 @@ Config (``BatchSystem`` section): every key of TARDIS's ``HTCondor`` adapter, pl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import time
@@ -33,7 +40,6 @@ from collections.abc import Iterable
 from tardis.adapters.batchsystems.htcondor import HTCondorAdapter
 from tardis.configuration.configuration import Configuration
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
-from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.batchsystemadapter import MachineStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
@@ -42,6 +48,8 @@ logger = logging.getLogger("cobald.runtime.tardis_sge_dask.batchsystems.htcondor
 #: seconds a drone's startd may be missing from the collector before it counts as gone;
 #: twice HTCondor's default UPDATE_INTERVAL, so every startd has re-advertised by then
 DEFAULT_MISSING_GRACE = 600.0
+#: seconds between two checks of a collector that has never answered
+PROBE_RETRY = 10.0
 
 
 class HTCondorOverlayAdapter(HTCondorAdapter):
@@ -58,7 +66,13 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
         self._collector_answered = False
 
     async def get_machine_status(self, drone_uuid: str) -> MachineStatus:
-        status = await super().get_machine_status(drone_uuid)
+        try:
+            status = await super().get_machine_status(drone_uuid)
+        except ValueError as err:
+            # TARDIS's updater fails on a collector answer without the masters' ads
+            logger.warning("drone %s: unusable collector answer (%s)", drone_uuid, err)
+            status = MachineStatus.NotAvailable
+            self._collector_answered = True
         now = time.monotonic()
         if status is not MachineStatus.NotAvailable:
             self._collector_answered = True
@@ -69,6 +83,7 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
         if known is None:
             if not self._collector_answered:
                 await self._require_collector(drone_uuid)
+                return await self.get_machine_status(drone_uuid)
             return status
         last_status, _, seen_at = known
         missing = now - seen_at
@@ -87,7 +102,10 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
         return status
 
     async def get_resource_ratios(self, drone_uuid: str) -> Iterable[float]:
-        ratios = list(await super().get_resource_ratios(drone_uuid))
+        try:
+            ratios = list(await super().get_resource_ratios(drone_uuid))
+        except ValueError:
+            ratios = []
         if ratios:
             return ratios
         known = self._last_seen.get(drone_uuid)
@@ -96,21 +114,30 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
             return known[1]
         return ratios
 
+    async def drain_machine(self, drone_uuid: str) -> None:
+        try:
+            await super().drain_machine(drone_uuid)
+        except ValueError as err:
+            # TARDIS checks again: a drone still Available in DrainingState is drained anew
+            logger.warning("drone %s: not drained yet, unusable collector answer (%s)",
+                           drone_uuid, err)
+
     async def _require_collector(self, drone_uuid: str) -> None:
-        """Fail the status update unless the collector answers at all."""
+        """Return once the collector answers; until then this drone's status waits."""
         argv = ["condor_status", "-collector", "-af", "Name"]
         if self._pool:
             argv[1:1] = ["-pool", str(self._pool)]
-        try:
-            answer = await self._probe_executor.run_command(shlex.join(argv))
-        except CommandExecutionFailure as err:
-            logger.warning(
-                "drone %s: the overlay collector does not answer (%s); its status stays as"
-                " it is until it does",
-                drone_uuid, " ".join(str(err.stderr or err).split())[:200],
-            )
-            raise TardisResourceStatusUpdateFailed(
-                f"overlay collector unreachable while checking drone {drone_uuid}"
-            ) from err
-        if answer.stdout.strip():
-            self._collector_answered = True
+        while not self._collector_answered:
+            try:
+                answer = await self._probe_executor.run_command(shlex.join(argv))
+            except CommandExecutionFailure as err:
+                logger.warning(
+                    "drone %s: the overlay collector does not answer (%s); its status is"
+                    " checked again in %.0f s",
+                    drone_uuid, " ".join(str(err.stderr or err).split())[:200], PROBE_RETRY,
+                )
+                await asyncio.sleep(PROBE_RETRY)
+            else:
+                self._collector_answered = bool(answer.stdout.strip())
+                if not self._collector_answered:
+                    await asyncio.sleep(PROBE_RETRY)

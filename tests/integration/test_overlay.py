@@ -151,10 +151,16 @@ def run_overlay(
         assert len(joined["names"]) == WORKERS
         # an admin asks where a physicist's worker runs: worker -> HTCondor job -> startd ->
         # drone -> batch job
-        rows = status(config)
-        for worker in joined["names"]:
-            [row] = [row for row in rows if worker in row["worker"]]
-            assert row["drone_uuid"] in drone_names and row["state"] == "Available", row
+        def mapped() -> dict[str, dict]:
+            rows = status(config)
+            found = {w: [r for r in rows if w in r["worker"].split()] for w in joined["names"]}
+            ready = all(len(r) == 1 and r[0]["state"] == "Available" for r in found.values())
+            return {w: r[0] for w, r in found.items()} if ready else {}
+
+        rows = wait_until(mapped, 120, "status to map every worker to an Available drone",
+                          daemon)
+        for worker, row in rows.items():
+            assert row["drone_uuid"] in drone_names, row
             assert f"startd slot1@{row['drone_uuid']}@" in row["worker"], row
             assert row["job_id"] in backend.jobs(site), row
             [found] = status(config, "--find", worker)

@@ -15,7 +15,6 @@ import time
 import pytest
 from tardis.configuration.configuration import Configuration
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
-from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.batchsystemadapter import MachineStatus
 from tardis.utilities.attributedict import AttributeDict
 
@@ -32,6 +31,7 @@ class Pool:
 
     def __init__(self) -> None:
         self.up = True
+        self.masters = True
         self.startds: dict[str, str] = {DRONE: "Unclaimed\tIdle\t0.5\t0.25"}
         self.commands: list[str] = []
 
@@ -43,7 +43,7 @@ class Pool:
                 stderr="Error: communication error\nCEDAR:6001:Failed to connect to <cm:9618>",
             )
         if "-master" in command:
-            stdout = f"cm.example\t{MASTER_STARTED}\n"
+            stdout = f"cm.example\t{MASTER_STARTED}\n" if self.masters else ""
         elif "-collector" in command:
             stdout = "cm.example\n"
         else:
@@ -115,14 +115,33 @@ async def test_a_startd_gone_for_longer_than_the_grace_is_gone(pool, caplog):
     assert await adapter.get_allocation(DRONE) == 0.0
 
 
-async def test_a_daemon_started_during_an_outage_retries_instead_of_shutting_down(pool):
+async def test_a_daemon_started_during_an_outage_waits_instead_of_shutting_down(
+    pool, monkeypatch
+):
     pool.up = False
+    waits = []
+
+    async def sleep(seconds):
+        # the collector comes back while the drone's status check waits
+        waits.append(seconds)
+        pool.up = True
+
+    monkeypatch.setattr(module.asyncio, "sleep", sleep)
     adapter = HTCondorOverlayAdapter()
-    # restored from the registry as Available: "gone" would shut it down
-    with pytest.raises(TardisResourceStatusUpdateFailed):
-        await adapter.get_machine_status(DRONE)
-    pool.up = True
+    # restored from the registry as Available: "gone" would shut it down; the check waits
+    # for the collector instead (raising would end the daemon: TARDIS catches nothing here)
     assert await adapter.get_machine_status(DRONE) is MachineStatus.Available
+    assert waits
+
+
+async def test_a_collector_without_its_masters_ad_does_not_end_the_daemon(pool):
+    adapter = HTCondorOverlayAdapter()
+    assert await adapter.get_machine_status(DRONE) is MachineStatus.Available
+    pool.masters = False  # restarted collector; the masters have not advertised yet
+    pool.clock[0] += 10
+    assert await adapter.get_machine_status(DRONE) is MachineStatus.Available
+    assert await adapter.get_allocation(DRONE) == 0.5
+    await adapter.drain_machine(DRONE)  # logged, retried by TARDIS later
 
 
 async def test_a_drone_not_yet_in_an_answering_collector_is_not_available(pool):
