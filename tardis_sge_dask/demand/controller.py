@@ -3,7 +3,8 @@
 Every ``interval`` the controller reads its demand source, packs the waiting worker jobs
 onto the configured machine types and sets the demand (in cores) to
 
-    per machine type:  busy + max(drones needed for waiting jobs, joining + recently idle)
+    per machine type:  busy + max(drones needed for waiting jobs, joining + recently idle),
+                       at least the drones running jobs + those needed for waiting jobs
 
 * busy drones (running workers) are always kept;
 * drones still queued at the site count only as long as waiting jobs need them — when the
@@ -194,6 +195,7 @@ class DaskDemandController(Controller):
             return
         packing = pack(snapshot.waiting, machine_types)
         self._report_unfit(packing)
+        running = pack(snapshot.running_shapes, machine_types)
         now = self._clock()
         counts = self.count_drones(pools, machine_types, now)
         wanted = {}
@@ -204,8 +206,14 @@ class DaskDemandController(Controller):
             recent_idle = clock.recent(now, self.idle_time)
             # a joining drone is either busy already (its worker connected before TARDIS
             # looked) or about to take a waiting job: keep it, but do not count it twice
-            wanted[machine.name] = seen.busy + max(
-                packing.drones[machine.name], seen.recent_joining + recent_idle
+            # A worker job is matched seconds after its startd joins, often before TARDIS
+            # has seen the drone busy (or at all): drones that exist are kept for the jobs
+            # running on them, never new ones asked for.
+            have = seen.busy + seen.idle + seen.starting + seen.joining
+            running_on = max(seen.busy, min(running.drones[machine.name], have))
+            wanted[machine.name] = max(
+                seen.busy + max(packing.drones[machine.name], seen.recent_joining + recent_idle),
+                running_on + packing.drones[machine.name],
             )
         wanted = self.bound(wanted, machine_types, counts)
         self.apply(wanted, machine_types, pools)

@@ -53,8 +53,13 @@ _load_bindings_keeping_the_environment()
 
 IDLE, RUNNING, HELD = 1, 2, 5
 
-#: dask-jobqueue marks its jobs with DaskWorkerCores; our jobqueue.yaml adds IsDaskWorker
-DEFAULT_CONSTRAINT = "(IsDaskWorker =?= true || DaskWorkerCores =!= undefined)"
+#: Which jobs are Dask workers: dask-jobqueue's carry DaskWorkerCores, OverlayCluster (our
+#: jobqueue.yaml) adds IsDaskWorker, htcdaskgateway's HTCGatewayCluster sets isDaskJob
+#: (attribute names are case-insensitive). The drone's default START
+#: (pilot.startd_config.DASK_WORKER_START) accepts exactly these.
+DEFAULT_CONSTRAINT = (
+    "(IsDaskWorker =?= true || DaskWorkerCores =!= undefined || IsDaskJob =?= true)"
+)
 
 ATTRIBUTES = (
     "ClusterId",
@@ -160,6 +165,7 @@ def summarise(ads: Iterable[classad2.ClassAd]) -> DemandSnapshot:
             snapshot.waiting[job_shape(ad)] += 1
         elif status == RUNNING:
             snapshot.running += 1
+            snapshot.running_shapes[job_shape(ad)] += 1
         elif status == HELD:
             snapshot.held += 1
             logger.warning(

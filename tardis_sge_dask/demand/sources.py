@@ -24,6 +24,9 @@ class DemandSnapshot:
     waiting: Counter[JobShape] = field(default_factory=Counter)
     running: int = 0
     held: int = 0
+    #: shapes of the running jobs, where the source knows them (HTCondor mode): drones
+    #: running them are kept even before TARDIS sees them busy
+    running_shapes: Counter[JobShape] = field(default_factory=Counter)
     #: free-form detail for the log line, e.g. per-schedd counts
     detail: str = ""
 

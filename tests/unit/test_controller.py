@@ -123,6 +123,27 @@ async def test_drones_with_running_workers_are_kept():
     assert all(drone.demand == 8 for drone in pool.drones)
 
 
+async def test_drones_running_jobs_are_kept_before_tardis_sees_them_busy():
+    """Measured on the real overlay: the negotiator matched both worker jobs three seconds
+    after the startds joined, while TARDIS still had the drones booting; counting them as
+    idle drained them, the jobs went back to the queue, and drones churned."""
+    booting = [FakeDrone(state="queued"), FakeDrone(state="queued")]
+    pool = make_pool("idefix.q", 8, *booting)
+    both_running = DemandSnapshot(running=2, running_shapes=Counter({JobShape(8, 30): 2}))
+    ctrl = controller(pool, ScriptedSource(both_running), idle_time=0)
+    await ctrl.regulate()
+    assert pool.demand == 16
+    for drone in booting:
+        drone.state = "idle"  # running, allocation not yet in the collector's answer
+    await ctrl.regulate()
+    assert pool.demand == 16
+    # but no drone is asked for because of jobs running elsewhere
+    pool_without = make_pool("idefix.q", 8)
+    ctrl = controller(pool_without, ScriptedSource(both_running), idle_time=0)
+    await ctrl.regulate()
+    assert pool_without.demand == 0
+
+
 async def test_idle_drones_go_only_after_the_idle_time():
     clock = Clock()
     idle, busy = FakeDrone(state="idle"), FakeDrone(state="busy")
