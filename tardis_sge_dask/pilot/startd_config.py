@@ -24,9 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# dask-jobqueue's HTCondorCluster gives every worker job these attributes (DESIGN §4).
+#: The jobs a drone takes by default: the ones the demand controller counts as Dask workers
+#: (``tardis_sge_dask.demand.htcondor.DEFAULT_CONSTRAINT``), so that no waiting job brings
+#: drones up that then refuse it. dask-jobqueue's HTCondorCluster gives every worker job
+#: ``DaskWorkerCores`` (DESIGN §4), OverlayCluster adds ``IsDaskWorker``, htcdaskgateway
+#: marks its workers ``isDaskJob``. Parenthesised whole, so ``DASK_WORKER_START && X`` in a
+#: custom PILOT_START_EXPRESSION narrows all three.
 DASK_WORKER_START = (
-    "(TARGET.DaskWorkerName =!= undefined) && (TARGET.DaskWorkerCores =!= undefined)"
+    "((TARGET.IsDaskWorker =?= true) || (TARGET.DaskWorkerCores =!= undefined)"
+    " || (TARGET.IsDaskJob =?= true))"
 )
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -166,8 +172,11 @@ def render_startd_config(settings: StartdSettings) -> str:
         f"TardisDroneCores = {s.cores}",
         f"TardisDroneMemory = {s.memory_mb}",
         f"TardisDroneDisk = {s.disk_kib}",
+        "# htcdaskgateway's worker jobs ask for machines with requirements = (isDaskNode == True)",
+        "IsDaskNode = True",
     ]
-    attrs = ["TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory", "TardisDroneDisk"]
+    attrs = ["TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory", "TardisDroneDisk",
+             "IsDaskNode"]
     if s.gpus:
         lines.append(f"TardisDroneGPUs = {s.gpus}")
         attrs.append("TardisDroneGPUs")
