@@ -22,6 +22,27 @@ def unique_site(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:6]}"
 
 
+def one_core_site(
+    job_environment: dict[str, Any], logs: Path, machine_type: dict[str, Any]
+) -> dict[str, Any]:
+    """A site section with one machine type of 1-core drones running the real pilot."""
+    from tardis_sge_dask.pilot import pilot_path
+
+    return {
+        "accounting_grace": 10,
+        "JobEnvironment": job_environment,
+        "MachineTypes": ["onecore"],
+        "MachineMetaData": {"onecore": {"Cores": 1, "Memory": 2, "Disk": 1}},
+        "MachineTypeConfiguration": {
+            "onecore": {
+                "StartupCommand": str(pilot_path()),
+                "LogDirectory": str(logs),
+                **machine_type,
+            }
+        },
+    }
+
+
 def unified_config(
     directory: Path,
     *,

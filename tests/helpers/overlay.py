@@ -24,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from tardis_sge_dask.pilot import pilot_path
-from tests.helpers.daemon import unified_config
+from tests.helpers.daemon import one_core_site, unified_config
 
 STATE = Path(os.environ.get("HTCONDOR_STATE", "/var/lib/tardis-sge-dask/htcondor"))
 DRONE_TOKEN = STATE / "tokens" / "drone.token"
@@ -140,9 +139,8 @@ def overlay_config(
                 "memory_ratio": "Real(TotalSlotMemory-Memory)/TotalSlotMemory",
             },
         },
-        site_section={
-            "accounting_grace": 10,
-            "JobEnvironment": {
+        site_section=one_core_site(
+            {
                 "PILOT_MODE": "htcondor",
                 "PILOT_COLLECTOR": "127.0.0.1:9618",
                 "PILOT_TOKEN_FILE": str(DRONE_TOKEN),
@@ -155,16 +153,9 @@ def overlay_config(
                 "PILOT_RETIRE_TIMEOUT": 20,
                 **(environment or {}),
             },
-            "MachineTypes": ["onecore"],
-            "MachineMetaData": {"onecore": {"Cores": 1, "Memory": 2, "Disk": 1}},
-            "MachineTypeConfiguration": {
-                "onecore": {
-                    "StartupCommand": str(pilot_path()),
-                    "LogDirectory": str(logs),
-                    **machine_type,
-                }
-            },
-        },
+            logs,
+            machine_type,
+        ),
     )
     text = path.read_text()
     executor = yaml.safe_dump(

@@ -19,7 +19,6 @@ What a user would notice, and what is asserted:
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import hashlib
 import json
@@ -41,6 +40,7 @@ from distributed import Client, Scheduler
 from tardis_sge_dask.pilot import pilot_path
 from tests.conftest import DroneImage, service_missing
 from tests.helpers.standins import wait_for
+from tests.unit.test_image_pins import setup_py_dask_version
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,6 @@ START_WITHIN = 120
 LEAVE_WITHIN = 90
 STANDIN_MESSAGE = "tardis-sge-dask test stand-in"
 
-
-def setup_py_dask_version() -> str:
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "DASK_VERSION" for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError("setup.py defines no DASK_VERSION")
 
 
 def build_script_value(name: str) -> str:

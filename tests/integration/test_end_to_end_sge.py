@@ -35,9 +35,14 @@ import pytest
 import yaml
 from distributed import Client
 
-from tardis_sge_dask.pilot import pilot_path
 from tests.helpers import sge as qstat
-from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
+from tests.helpers.daemon import (
+    CobaldDaemon,
+    one_core_site,
+    unified_config,
+    unique_site,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,25 +127,17 @@ def direct_mode_config(
         interval=2,
         heartbeat=2,
         batch_system={"adapter": "Dask", "scheduler_address": scheduler, "max_age": 0.05},
-        site_section={
-            "accounting_grace": 10,
-            "JobEnvironment": {
+        site_section=one_core_site(
+            {
                 "PILOT_MODE": "dask",
                 "PILOT_CONTAINER": "none",
                 "PILOT_PYTHON": sys.executable,
                 "PILOT_DASK_SCHEDULER": scheduler,
                 "PILOT_RETIRE_TIMEOUT": 20,
             },
-            "MachineTypes": ["onecore"],
-            "MachineMetaData": {"onecore": {"Cores": 1, "Memory": 2, "Disk": 1}},
-            "MachineTypeConfiguration": {
-                "onecore": {
-                    "StartupCommand": str(pilot_path()),
-                    "LogDirectory": str(logs),
-                    **backend.machine_type,
-                }
-            },
-        },
+            logs,
+            backend.machine_type,
+        ),
     )
     controller = {
         "interval": 2,
