@@ -239,6 +239,7 @@ class CondorQueueDemand(DemandSource):
             part = summarise(ads)
             total.waiting.update(part.waiting)
             total.running += part.running
+            total.running_shapes.update(part.running_shapes)
             total.held += part.held
             details.append(
                 f"{schedd or 'local'}: {part.waiting_jobs} idle/{part.running} running"
