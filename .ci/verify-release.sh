@@ -9,9 +9,9 @@
 # for granted (git, make, python3, ca-certificates) gets a fresh `git clone` of this repository's
 # HEAD. In its own network, mount, PID, UTS and IPC namespaces, with its own host name, a
 # veth pair with a non-loopback address, the host's cgroup mounts (read-only), /dev and
-# /proc, it runs `make install` with NAT to the outside, then drops the route and the NAT and
-# runs `CI=true make test` offline. At the end every process of it is gone with its PID
-# namespace. Prints a summary: pass/fail/skip counts, durations and the versions of Grid
+# /proc, it runs `make install` with NAT to the outside, then drops the NAT, refuses every
+# packet out of its eth0 and runs `CI=true make test` offline. At the end every process of
+# it is gone with its PID namespace. Prints a summary: pass/fail/skip counts, durations and the versions of Grid
 # Engine, SLURM, MariaDB, Python, OpenSSH and HTCondor inside.
 #
 #   --keep           keep the root filesystem (default: removed after the run; logs stay)
@@ -23,11 +23,12 @@
 set -euo pipefail
 
 # ---------------------------------------------------------------- inner stage
+# inner __inner ROOT NAME STATE LOGS CGROUP
 # Runs as PID 1 of the new PID namespace, in the new mount/UTS/IPC namespaces and in the
 # verification's network namespace. Everything it mounts disappears with it.
 # Keep this block before anything that the host stage needs: after pivot_root only the copy
 # and the two bound result directories are left.
-if [ "${1:-}" = __inner ]; then
+inner() {
     ROOT=$2 NAME=$3 STATE=$4 LOGS=$5 CGROUP=$6
     hostname "$NAME"
     # the root a mount point of its own, so that it can become / (pivot_root)
@@ -73,21 +74,23 @@ if [ "${1:-}" = __inner ]; then
                 dpkg-query -W -f="\${Package} \${Version}\n" "$p" 2>/dev/null | grep -v " \$" || true
             done
             echo "venv-python $(/root/tardis-sge-dask/.venv/bin/python -c "import platform; print(platform.python_version())" 2>/dev/null)"
+            echo "condor-version $(condor_version 2>/dev/null | head -n1 | cut -d" " -f2)"
             echo "debian $(cat /etc/debian_version)"' >"$STATE/versions" 2>&1 || true
     }
     # the machine as it comes: package lists fetched once (Debian's images ship none)
     step prepare apt-get update -q || { versions; exit 0; }
     step install bash -c 'cd /root/tardis-sge-dask && make install' || { versions; exit 0; }
-    # the outside world goes away before the tests: the host side drops route and NAT
+    # the outside world goes away before the tests: the host side drops the NAT
     touch "$STATE/install.done"
     for _ in $(seq 600); do [ -e "$STATE/offline" ] && break; sleep 0.5; done
     [ -e "$STATE/offline" ] || { echo "the host did not drop the network" >"$STATE/test"; exit 0; }
     step test bash -c 'cd /root/tardis-sge-dask && CI=true make test' || true
     versions
     exit 0
-fi
+}
 
 # ----------------------------------------------------------------- host stage
+main() {
 RELEASE=trixie KEEP=0 CGROUP=1 HOSTS=loopback
 for arg in "$@"; do
     case $arg in
@@ -132,10 +135,23 @@ for c in ip nsenter unshare chroot git flock; do command -v "$c" >/dev/null || d
 mounted_below() { awk -v d="$1" 'index($5, d "/") == 1 || $5 == d {f = 1} END {exit !f}' /proc/self/mountinfo; }
 OLD_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
 INNER=""
-net_down() {     # idempotent: no route out, no NAT, forwarding as it was
-    ip -n "$NAME" route del default 2>/dev/null || true
+net_down() {     # idempotent: no NAT, forwarding as it was, every packet out refused at once
     nft delete table ip "$NFT_TABLE" 2>/dev/null || true
     echo "$OLD_FORWARD" > /proc/sys/net/ipv4/ip_forward
+    # The default route stays, as on any machine with a network: without one Dask cannot
+    # find its own address (it asks the kernel for the route out) and falls back to the
+    # host name's 127.0.1.1. Leaving eth0, a packet is refused inside the namespace, so a
+    # test that needs the outside fails at once instead of waiting for a time-out.
+    if [ -e "/run/netns/$NAME" ] && ! ip netns exec "$NAME" nft list table inet offline >/dev/null 2>&1; then
+        ip netns exec "$NAME" nft -f - <<NFT
+table inet offline {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        oifname "eth0" reject with icmpx admin-prohibited
+    }
+}
+NFT
+    fi
 }
 cleanup() {
     local pids
@@ -247,6 +263,12 @@ INNER=""
 [ "$rc" = 0 ] || say "the inner stage exited $rc: $(tail -n 3 "$LOGS/inner.log" | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- 5. summary
+htcondor_version() {     # Debian 12 has no package: htcondor-up.sh runs it from a Debian 13 root
+    local run pkg; run=$(version condor-version) pkg=$(version condor)
+    if [ "$pkg" != "not installed" ]; then echo "$run (package condor $pkg)"
+    elif [ "$run" != "not installed" ]; then echo "$run (no Debian package: from htcondor-up.sh's Debian 13 root)"
+    else echo "not installed"; fi
+}
 field() { [ -s "$STATE/$1" ] && cut -d' ' -f"$2" "$STATE/$1" || echo -; }
 version() { local v; v=$(awk -v p="$1" '$1 == p {print $2}' "$STATE/versions" 2>/dev/null | head -n1 || true)
             echo "${v:-not installed}"; }
@@ -271,7 +293,7 @@ VERDICT=PASS
     echo "  MariaDB               $(version mariadb-server)"
     echo "  Python                $(version venv-python) (python3 $(version python3))"
     echo "  OpenSSH               $(version openssh-server)"
-    echo "  HTCondor              $(version condor) (package condor)"
+    echo "  HTCondor              $(htcondor_version)"
     echo "  host name / cgroups   $NAME -> ${SELF_LINE%% *} / $([ "$CGROUP" = 1 ] && echo "host's, read-only" || echo none)"
     echo "  total                 $((EPOCHSECONDS - T0)) s; logs in $LOGS"
     echo "result: $VERDICT"
@@ -284,3 +306,8 @@ if [ "$VERDICT" != PASS ]; then
     done
 fi
 [ "$VERDICT" = PASS ]
+}
+
+# Both stages are functions, called only here: bash then reads the whole file before it runs
+# any of it, so editing this script while a run is going does not change that run.
+if [ "${1:-}" = __inner ]; then inner "$@"; else main "$@"; fi
