@@ -205,7 +205,7 @@ def collect(config: str | Path, registry: str | Path | None = None) -> tuple[lis
     try:
         if adapter == "Dask":
             names = dask_workers(batch_system)
-        elif adapter == "HTCondor":
+        elif adapter in ("HTCondor", "HTCondorOverlay"):
             names = condor_slots(batch_system)
         else:
             names = {}

@@ -97,6 +97,10 @@ class OverlayJob(HTCondorJob):
 
         directives = {
             "MY.IsDaskWorker": "true",
+            # dask-jobqueue writes "htcondor--<job id>--" here but names the worker after
+            # the cluster's job name (--name): the drone publishes this attribute, and
+            # `tardis-sge-dask status` maps a worker to its job and drone by it
+            **({"MY.DaskWorkerName": f'"{name}"'} if name and '"' not in name else {}),
             "Requirements": DRONE_REQUIREMENT,
             "should_transfer_files": "YES",
             "when_to_transfer_output": "ON_EXIT",
@@ -112,7 +116,10 @@ class OverlayJob(HTCondorJob):
             directives["transfer_input_files"] = ",".join(files)
         # the user's own directives win
         for key, value in directives.items():
-            self.job_header_dict.setdefault(key, value)
+            if key == "MY.DaskWorkerName":
+                self.job_header_dict[key] = value
+            else:
+                self.job_header_dict.setdefault(key, value)
         if "Requirements" in (self.job_extra_directives or {}):
             user = self.job_extra_directives["Requirements"]
             self.job_header_dict["Requirements"] = f"{DRONE_REQUIREMENT} && ({user})"

@@ -76,3 +76,15 @@ def test_user_requirements_are_added_to_the_drone_requirement(cluster_script):
 def test_configs_jobqueue_yaml_documents_every_overlay_default():
     documented = yaml.safe_load(CONFIG.read_text())["jobqueue"]["overlay"]
     assert set(OVERLAY_DEFAULTS) <= set(documented)
+
+
+def test_the_job_names_its_worker_as_the_worker_calls_itself():
+    """dask-jobqueue labels the job "htcondor--<id>--" but starts the worker under the
+    cluster's name; the drone publishes DaskWorkerName and `status` maps workers by it."""
+    from tardis_sge_dask.dask.cluster import OverlayJob
+
+    job = OverlayJob(scheduler="tcp://127.0.0.1:8786", name="OverlayCluster-3", cores=1,
+                     memory="1GB", disk="1GB")
+    script = job.job_script()
+    assert 'MY.DaskWorkerName = "OverlayCluster-3"' in script
+    assert "--name OverlayCluster-3" in script
