@@ -1,33 +1,73 @@
-"""Reading Dask-worker demand from condor_q output (recorded formats, see fixtures README)."""
+"""Reading Dask-worker demand from condor_q output recorded from a real HTCondor schedd.
+
+The recordings (tests/fixtures/htcondor/recorded-23.9, see its README) hold one queue: a
+dask-jobqueue worker running on a drone, three idle 2-core/4 GB workers and a fourth one
+held, an 8-core/32 GB and a 64-core/512 GB worker, a worker asking for a GPU, an
+htcdaskgateway worker and (in the full ``-long`` only) a plain non-Dask job.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
+import classad2
 import pytest
+import yaml
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.utilities.attributedict import AttributeDict
 
-from tardis_sge_dask.demand.htcondor import CondorQueueDemand, parse_ads, summarise
+from tardis_sge_dask.demand.htcondor import (
+    DEFAULT_CONSTRAINT,
+    CondorQueueDemand,
+    parse_ads,
+    summarise,
+)
 from tardis_sge_dask.demand.packing import JobShape
 from tardis_sge_dask.demand.sources import DemandSourceError
 
 from ..conftest import FIXTURES
 
-HTCONDOR = FIXTURES / "htcondor"
-DASK_WORKER_8GB = JobShape(2, 7.451)  # 8e9 bytes as RequestMemory MB / 1024
+RECORDED = FIXTURES / "htcondor" / "recorded-23.9"
+MANIFEST = json.loads((RECORDED / "manifest.json").read_text())
+COMMANDS = json.loads((RECORDED / "commands.json").read_text())
+PHYSNET = Path(__file__).parents[2] / "configs" / "physnet.yaml"
+
+# what the recorded jobs ask for, in GB as condor_q's MB / 1024 (dask-jobqueue: bytes / 2**20)
+WORKER = JobShape(2, round(3814 / 1024, 3))  # cores=2, memory="4GB"
+BIGGER = JobShape(8, round(30517 / 1024, 3))  # cores=8, memory="32GB"
+OVERSIZE = JobShape(64, round(488281 / 1024, 3))  # cores=64, memory="512GB"
+GPU = JobShape(1, round(953 / 1024, 3), 1)  # cores=1, memory="1GB", request_gpus=1
+GATEWAY = JobShape(2, 4.0)  # htcdaskgateway: request_cpus = 2, request_memory = 4GB
+WAITING = {WORKER: 3, BIGGER: 1, OVERSIZE: 1, GPU: 1, GATEWAY: 1}
 
 
-def read(name):
-    return (HTCONDOR / name).read_text()
+def recorded(name: str, stream: str = "stdout") -> str:
+    return (RECORDED / f"{name}.{stream}").read_text()
+
+
+def job(role: str) -> str:
+    """The id of the (first) recorded job with this role."""
+    return MANIFEST["jobs"][role][0]
+
+
+def failure(name: str) -> CommandExecutionFailure:
+    """The exception TARDIS's ShellExecutor raised for a recorded failing command."""
+    return CommandExecutionFailure(
+        message=f"Run command {COMMANDS[name]['command']} via ShellExecutor failed",
+        exit_code=COMMANDS[name]["exit_code"],
+        stdout=recorded(name).strip(),
+        stderr=recorded(name, "stderr").strip(),
+    )
 
 
 class RecordingExecutor:
-    """Answers condor_q per schedd from fixtures and remembers the commands."""
+    """Answers condor_q per schedd from recordings and remembers the commands."""
 
     def __init__(self, outputs: dict, fail: Exception | None = None):
         self.outputs = outputs
@@ -40,32 +80,55 @@ class RecordingExecutor:
             raise self.fail
         argv = shlex.split(command)
         schedd = argv[argv.index("-name") + 1] if "-name" in argv else None
-        return AttributeDict(stdout=self.outputs[schedd], stderr="", exit_code=0)
+        # ShellExecutor strips what the command printed
+        return AttributeDict(stdout=self.outputs[schedd].strip(), stderr="", exit_code=0)
 
 
-@pytest.mark.parametrize(
-    "fixture, output_format, idle",
-    [
-        ("condor_q_long_schedd_a.txt", "long", 4),
-        ("condor_q_json_schedd_a.json", "json", 2),
-        ("condor_q_af_schedd_a.txt", "af", 2),
-    ],
-)
-def test_every_output_format_gives_the_same_shapes(fixture, output_format, idle):
-    snapshot = summarise(parse_ads(read(fixture), output_format))
-    shapes = list(snapshot.waiting)
-    assert len(shapes) == 1
-    # RequestCpus = MY.DaskWorkerCores / floor(MY.DaskWorkerMemory / 1048576) resolved
-    assert shapes[0].cores == 2 and abs(shapes[0].memory_gb - 7.45) < 0.01
-    assert snapshot.waiting_jobs == idle
-    assert snapshot.running == 1
+@pytest.mark.parametrize("output_format", ["long", "json", "af"])
+def test_every_output_format_gives_the_same_demand(output_format):
+    snapshot = summarise(parse_ads(recorded(f"condor_q-demand-{output_format}-busy"),
+                                   output_format))
+    # RequestCpus = MY.DaskWorkerCores / floor(MY.DaskWorkerMemory / 1048576) resolved,
+    # htcdaskgateway's literal requests and the GPU request read
+    assert snapshot.waiting == WAITING
+    assert (snapshot.running, snapshot.held) == (1, 1)
 
 
 def test_held_jobs_are_reported_not_counted(caplog):
     with caplog.at_level(logging.WARNING):
-        snapshot = summarise(parse_ads(read("condor_q_long_schedd_a.txt")))
+        snapshot = summarise(parse_ads(recorded("condor_q-demand-long-busy")))
     assert snapshot.held == 1
-    assert "99.0 is held" in caplog.text and "memory limit" in caplog.text
+    assert f"Dask worker job {job('held')} is held (via condor_hold" in caplog.text
+    assert snapshot.waiting[WORKER] == 3  # of the four such workers, the held one is not
+
+
+def test_the_real_schedd_selected_every_kind_of_dask_worker_and_no_other_job():
+    """The recording was made with the default constraint; condor_q applied it."""
+    assert DEFAULT_CONSTRAINT in COMMANDS["condor_q-demand-long-busy"]["command"]
+    selected = {f"{ad['ClusterId']}.{ad['ProcId']}"
+                for ad in parse_ads(recorded("condor_q-demand-long-busy"))}
+    dask_roles = ("running", "idle", "held", "bigger", "oversize", "gpu", "gateway")
+    assert selected == {j for role in dask_roles for j in MANIFEST["jobs"][role]}
+    assert job("plain") not in selected
+
+
+def test_default_constraint_takes_htcdaskgateway_workers():
+    """htcdaskgateway marks its workers only with isDaskJob (no dask-jobqueue attribute)."""
+    ads = {f"{ad['ClusterId']}.{ad['ProcId']}": ad
+           for ad in parse_ads(recorded("condor_q-long-all"))}
+    gateway = ads[job("gateway")]
+    assert "DaskWorkerCores" not in gateway and "IsDaskWorker" not in gateway
+    constraint = classad2.ExprTree(DEFAULT_CONSTRAINT)
+    assert constraint.eval(gateway) is True
+    assert constraint.eval(ads[job("idle")]) is True
+    assert constraint.eval(ads[job("plain")]) is False
+
+
+def test_physnet_writes_out_the_default_constraint():
+    text = PHYSNET.read_text()
+    # the config is YAML with cobald tags; the one line is enough
+    line = next(line for line in text.splitlines() if line.strip().startswith("constraint:"))
+    assert yaml.safe_load(line.strip())["constraint"] == DEFAULT_CONSTRAINT
 
 
 def test_unevaluable_request_falls_back_to_dask_worker_attributes():
@@ -78,28 +141,25 @@ def test_unevaluable_request_falls_back_to_dask_worker_attributes():
     assert shape == JobShape(3, 4.0)
 
 
-def test_literal_requests_and_gpus_are_read():
-    snapshot = summarise(parse_ads(read("condor_q_long_schedd_b.txt")))
-    assert snapshot.waiting[JobShape(4, 16)] == 2
-    assert snapshot.waiting[JobShape(2, 8, 1)] == 1
-    assert snapshot.waiting[JobShape(512, 4000)] == 1
-
-
-def test_empty_queue_is_no_demand():
-    assert summarise(parse_ads("")).waiting_jobs == 0
+@pytest.mark.parametrize("output_format", ["long", "json", "af"])
+def test_empty_queue_is_no_demand(output_format):
+    output = recorded(f"condor_q-demand-{output_format}-empty")
+    snapshot = summarise(parse_ads(output, output_format))
+    assert (snapshot.waiting_jobs, snapshot.running, snapshot.held) == (0, 0, 0)
 
 
 async def test_several_schedds_are_summed_and_described():
     executor = RecordingExecutor({
-        "schedd-a.physnet": read("condor_q_long_schedd_a.txt"),
-        "schedd-b.physnet": read("condor_q_long_schedd_b.txt"),
+        "schedd-a.physnet": recorded("condor_q-demand-long-busy"),
+        "schedd-b.physnet": recorded("condor_q-demand-long-empty"),
     })
     source = CondorQueueDemand(executor=executor, schedds=["schedd-a.physnet",
                                                            "schedd-b.physnet"])
     snapshot = await source.poll()
-    assert snapshot.waiting_jobs == 8
+    assert snapshot.waiting == WAITING
     assert snapshot.running == 1 and snapshot.held == 1
-    assert "schedd-a.physnet: 4 idle/1 running/1 held" in snapshot.detail
+    assert "schedd-a.physnet: 7 idle/1 running/1 held" in snapshot.detail
+    assert "schedd-b.physnet: 0 idle/0 running/0 held" in snapshot.detail
     assert len(executor.commands) == 2
 
 
@@ -110,24 +170,35 @@ async def test_command_selects_dask_workers_of_all_users():
     assert argv[:2] == ["condor_q", "-allusers"]
     assert argv[argv.index("-pool") + 1] == "overlay-cm.physnet"
     constraint = argv[argv.index("-constraint") + 1]
-    assert "DaskWorkerCores =!= undefined" in constraint and "IsDaskWorker" in constraint
+    assert DEFAULT_CONSTRAINT in constraint
     assert "JobStatus == 1" in constraint and "JobStatus == 5" in constraint
     assert "-long" in argv
 
 
 async def test_af_format_asks_condor_q_to_evaluate_requests():
-    executor = RecordingExecutor({None: read("condor_q_af_schedd_a.txt")})
+    executor = RecordingExecutor({None: recorded("condor_q-demand-af-busy")})
     snapshot = await CondorQueueDemand(executor=executor, output_format="af").poll()
     assert "-af:t" in shlex.split(executor.commands[0])
-    assert snapshot.waiting_jobs == 2
+    assert snapshot.waiting == WAITING
 
 
-async def test_condor_q_failure_becomes_a_source_error():
-    failure = CommandExecutionFailure(message="condor_q failed", exit_code=1, stdout="",
-                                      stderr="Failed to fetch ads from: <10.0.0.1:9618>")
-    source = CondorQueueDemand(executor=RecordingExecutor({}, fail=failure))
-    with pytest.raises(DemandSourceError, match="Failed to fetch ads"):
+@pytest.mark.parametrize(
+    "recording, said",
+    [
+        # -pool 127.0.0.1:9 -name nosuch@HOST: nothing listens there
+        ("condor_q-demand-long-collector-down", "Couldn't contact the condor_collector"),
+        # -name nosuch@HOST: a schedd the live collector has no ad of
+        ("condor_q-demand-long-unknown-schedd", "Collector has no record of schedd"),
+    ],
+)
+async def test_condor_q_failure_becomes_a_source_error_naming_the_cause(recording, said):
+    assert COMMANDS[recording]["exit_code"] != 0
+    source = CondorQueueDemand(executor=RecordingExecutor({}, fail=failure(recording)))
+    with pytest.raises(DemandSourceError) as raised:
         await source.poll()
+    message = str(raised.value)
+    assert f"exit {COMMANDS[recording]['exit_code']}" in message
+    assert said in message
 
 
 async def test_garbage_output_becomes_a_source_error():
@@ -142,7 +213,8 @@ def test_parsing_ads_leaves_the_daemons_condor_config_alone():
     script = (
         "import os\n"
         "from tardis_sge_dask.demand.htcondor import job_shape, parse_ads\n"
-        f"ads = parse_ads(open({str(HTCONDOR / 'condor_q_long_schedd_a.txt')!r}).read())\n"
+        f"path = {str(RECORDED / 'condor_q-demand-long-busy.stdout')!r}\n"
+        "ads = parse_ads(open(path).read())\n"
         "[job_shape(ad) for ad in ads]\n"
         "print(os.environ.get('CONDOR_CONFIG', 'unset'))\n"
     )

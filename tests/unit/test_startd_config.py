@@ -1,14 +1,12 @@
-"""The drone startd's configuration, matched with classad2 against real dask-jobqueue jobs.
+"""The drone startd's configuration, matched with classad2 against real job ads.
 
-No HTCondor daemon can run here (DESIGN §4), so matchmaking is reproduced with the
-``classad2`` bindings of the htcondor wheel:
+Matchmaking is reproduced with the ``classad2`` bindings of the htcondor wheel:
 
-* the *job ad* is built from the verbatim submit description that dask-jobqueue 0.9.0's
-  ``HTCondorCluster.job_script()`` produced (tests/fixtures/htcondor/*.submit), translated
-  as ``condor_submit`` does it: ``MY.X``/``+X`` lines become attributes, ``$(ClusterId)``
-  and ``$(ProcId)`` are substituted, ``request_*`` become ``Request*``, and the default
-  ``Requirements`` that condor_submit adds when a submit file has none is appended.
-  ``RequestCpus = MY.DaskWorkerCores`` stays an expression: offline it is Undefined,
+* the *job ads* are the schedd's own, recorded with ``condor_q -long`` from the real
+  HTCondor 23.9 pool of services/htcondor-up.sh (tests/fixtures/htcondor/recorded-23.9):
+  dask-jobqueue 0.9.0 worker jobs submitted by ``OverlayCluster``, an htcdaskgateway-style
+  worker and a plain job, with the ``Requirements`` condor_submit really wrote.
+  ``RequestCpus = MY.DaskWorkerCores`` stays an expression there: offline it is Undefined,
   and it only takes a value inside a match (both facts are asserted below);
 * the *machine ad* is the partitionable slot a startd would advertise with the generated
   configuration: ``STARTD_ATTRS`` attributes, ``Cpus``/``Memory`` from ``NUM_CPUS``/
@@ -20,6 +18,7 @@ No HTCondor daemon can run here (DESIGN §4), so matchmaking is reproduced with 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import classad2
 import pytest
 
+from tardis_sge_dask.demand.htcondor import DEFAULT_CONSTRAINT
 from tardis_sge_dask.pilot.startd_config import (
     DASK_WORKER_START,
     StartdConfigError,
@@ -37,52 +37,26 @@ from tardis_sge_dask.pilot.startd_config import (
     settings_from_environment,
 )
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "htcondor"
-SMALL_DASK_JOB = FIXTURES / "dask-jobqueue-0.9.0-2cores-4GB.submit"
-BIG_DASK_JOB = FIXTURES / "dask-jobqueue-0.9.0-8cores-32GB.submit"
-PLAIN_JOB = FIXTURES / "non-dask-job.submit"
-
-# What condor_submit appends when the submit description sets no requirements.
-CONDOR_SUBMIT_DEFAULT_REQUIREMENTS = (
-    '(TARGET.Arch == "X86_64") && (TARGET.OpSys == "LINUX") && (TARGET.Disk >= RequestDisk)'
-    " && (TARGET.Memory >= RequestMemory) && (TARGET.Cpus >= RequestCpus)"
-    " && (TARGET.HasFileTransfer)"
-)
-_SUBMIT_ATTRIBUTE = {
-    "request_cpus": "RequestCpus",
-    "requestcpus": "RequestCpus",
-    "request_memory": "RequestMemory",
-    "requestmemory": "RequestMemory",
-    "request_disk": "RequestDisk",
-    "requestdisk": "RequestDisk",
-}
+RECORDED = Path(__file__).parent.parent / "fixtures" / "htcondor" / "recorded-23.9"
+MANIFEST = json.loads((RECORDED / "manifest.json").read_text())
+# every job of the recording, by id, as the schedd holds it
+JOB_ADS = {
+    f"{ad['ClusterId']}.{ad['ProcId']}": ad
+    for ad in classad2.parseAds((RECORDED / "condor_q-long-all.stdout").read_text(),
+                                classad2.ParserType.Old)
+}  # fmt: skip
 
 
-def job_ad(submit_file: Path, cluster: int = 42, proc: int = 0) -> classad2.ClassAd:
-    ad = classad2.ClassAd()
-    ad["ClusterId"] = cluster
-    ad["ProcId"] = proc
-    job_id = f"{cluster}.{proc}"
-    for raw in submit_file.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or line.lower().startswith("queue"):
-            continue
-        key, _, value = (part.strip() for part in line.partition("="))
-        value = value.replace("$(ClusterId)", str(cluster)).replace("$(ProcId)", str(proc))
-        value = value.replace("$F(MY.JobId)", job_id)
-        lowered = key.lower()
-        if lowered.startswith("my.") or key.startswith("+"):
-            ad[key.split(".", 1)[1] if "." in key else key[1:]] = classad2.ExprTree(value)
-        elif lowered in _SUBMIT_ATTRIBUTE:
-            ad[_SUBMIT_ATTRIBUTE[lowered]] = classad2.ExprTree(value)
-        elif lowered == "batch_name":
-            ad["JobBatchName"] = value
-        elif lowered == "executable":
-            ad["Cmd"] = value
-        elif lowered == "arguments":
-            ad["Arguments"] = value.strip('"')
-    ad["Requirements"] = classad2.ExprTree(CONDOR_SUBMIT_DEFAULT_REQUIREMENTS)
-    return ad
+def job_ad(role: str) -> classad2.ClassAd:
+    """A fresh copy of the recorded ad of the job with this role (see the manifest)."""
+    return classad2.parseOne(JOB_ADS[MANIFEST["jobs"][role][0]].printOld(),
+                             classad2.ParserType.Old)
+
+
+# dask-jobqueue workers: cores=2/memory="4GB" fits the tests' 4-core/8000 MB drone,
+# cores=8/memory="32GB" does not
+SMALL_DASK_JOB = "idle"
+BIG_DASK_JOB = "bigger"
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -123,16 +97,6 @@ def machine_ad(config_text: str) -> classad2.ClassAd:
         " && (MY.Disk >= TARGET.RequestDisk)"
     )
     return ad
-
-
-def gpu_job() -> classad2.ClassAd:
-    """The small Dask worker job with ``request_gpus = 1``, as condor_submit writes it."""
-    job = job_ad(SMALL_DASK_JOB)
-    job["RequestGpus"] = 1
-    job["Requirements"] = classad2.ExprTree(
-        f"({CONDOR_SUBMIT_DEFAULT_REQUIREMENTS}) && (TARGET.GPUs >= RequestGpus)"
-    )
-    return job
 
 
 def settings(**overrides) -> StartdSettings:
@@ -181,16 +145,38 @@ def test_drone_too_small_for_a_bigger_dask_worker_job():
 
 
 def test_default_start_rejects_a_non_dask_job_that_would_fit():
-    plain = job_ad(PLAIN_JOB)
+    plain = job_ad("plain")
     restrictive = machine_ad(render_startd_config(settings()))
     permissive = machine_ad(render_startd_config(settings(start_expression="True")))
     assert not restrictive.symmetricMatch(plain)
     assert permissive.symmetricMatch(plain)
 
 
+def test_drone_runs_an_htcdaskgateway_worker():
+    """htcdaskgateway marks its workers isDaskJob and asks for (isDaskNode == True)."""
+    job = job_ad("gateway")
+    assert "DaskWorkerCores" not in job and "IsDaskWorker" not in job
+    assert machine_ad(render_startd_config(settings())).symmetricMatch(job)
+
+
+def test_a_drone_starts_exactly_the_jobs_the_controller_counts():
+    """No waiting job brings drones up that then refuse it, and no job the controller
+    ignores lands on a drone: the default START and the demand source's default
+    constraint agree on every job of the recording."""
+    machine = machine_ad(render_startd_config(settings()))
+    start = classad2.ExprTree("START")
+    counted = classad2.ExprTree(DEFAULT_CONSTRAINT)
+    verdicts = {job_id: (counted.eval(job), start.eval(machine, job))
+                for job_id, job in JOB_ADS.items()}
+    assert all(demand is accepted for demand, accepted in verdicts.values()), verdicts
+    assert sorted(accepted for _, accepted in verdicts.values()) == [False] + [True] * (
+        len(JOB_ADS) - 1)  # the plain job is the one refused
+
+
 def test_custom_start_expression_can_narrow_to_one_user_batch():
     job = job_ad(SMALL_DASK_JOB)
-    mine = f'{DASK_WORKER_START} && (TARGET.JobBatchName == "dummy-name")'
+    batch = job.eval("JobBatchName")  # dask-jobqueue's batch_name: the worker's name
+    mine = f'{DASK_WORKER_START} && (TARGET.JobBatchName == "{batch}")'
     other = f'{DASK_WORKER_START} && (TARGET.JobBatchName == "someone-else")'
     assert machine_ad(render_startd_config(settings(start_expression=mine))).symmetricMatch(job)
     assert not machine_ad(render_startd_config(settings(start_expression=other))).symmetricMatch(
@@ -327,9 +313,9 @@ def test_command_line_writes_the_configuration(tmp_path, monkeypatch, capsys):
 
 
 def test_a_gpu_drone_serves_gpu_workers_and_a_plain_drone_does_not():
-    assert not machine_ad(render_startd_config(settings())).symmetricMatch(gpu_job())
+    assert not machine_ad(render_startd_config(settings())).symmetricMatch(job_ad("gpu"))
     gpu_drone = machine_ad(render_startd_config(settings(gpus=1)))
-    assert gpu_drone.symmetricMatch(gpu_job())
+    assert gpu_drone.symmetricMatch(job_ad("gpu"))
     assert gpu_drone.eval("TardisDroneGPUs") == 1
     assert gpu_drone.symmetricMatch(job_ad(SMALL_DASK_JOB))  # CPU-only workers fit too
 

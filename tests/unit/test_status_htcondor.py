@@ -1,7 +1,8 @@
 """``status`` in HTCondor mode: drone -> batch job -> startd -> HTCondor jobs -> Dask workers.
 
-No collector can run here: ``condor_status`` is a stand-in on PATH that prints output in the
-exact ``-af:t`` format (tests/fixtures/htcondor/README.md) and records how it was called.
+``condor_status`` is a stand-in on PATH that prints what the real one printed for status's
+query (tests/fixtures/htcondor/recorded-23.9: one drone running one dask-jobqueue worker)
+and records how it was called. tests/integration/test_overlay.py runs status on the live pool.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from tests.conftest import FIXTURES
 from tests.helpers.registry import register
 from tests.helpers.standins import recording_command
 
-DRONE, IDLE_DRONE = "physnet-1a2b3c4d5e", "physnet-9f8e7d6c5b"
+RECORDED = FIXTURES / "htcondor" / "recorded-23.9"
+MANIFEST = json.loads((RECORDED / "manifest.json").read_text())
+#: the recording's drone, and one the registry knows that has no startd in the pool
+DRONE, IDLE_DRONE = MANIFEST["drone"], "physnet-9f8e7d6c5b"
+(WORKER_JOB,) = MANIFEST["jobs"]["running"]
+#: the name the worker really had in its Dask cluster (the job slot publishes it)
+WORKER = MANIFEST["worker_names"][WORKER_JOB]
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def overlay(tmp_path, monkeypatch):
     record = tmp_path / "condor_status.json"
     recording_command(
         tmp_path / "bin", "condor_status", record,
-        stdout=(FIXTURES / "htcondor" / "condor_status_drones_af.txt").read_text().rstrip("\n"),
+        stdout=(RECORDED / "condor_status-status-cli-busy.stdout").read_text().rstrip("\n"),
     )  # fmt: skip
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     return config, record
@@ -59,9 +66,10 @@ def test_status_maps_each_drone_to_its_startd_jobs_and_workers(overlay, capsys):
     out = capsys.readouterr().out
     busy = next(line for line in out.splitlines() if line.startswith(DRONE))
     assert busy.split()[:3] == [DRONE, "Available", "4242-99"]
-    assert f"startd slot1@{DRONE}@node042.physnet.uni-hamburg.de" in busy
-    assert "job 42.0 = worker htcondor--42.0--" in busy
-    assert "job 42.1 = worker htcondor--42.1--" in busy
+    assert f"startd {MANIFEST['slot']}" in busy
+    assert f"job {WORKER_JOB} = worker {WORKER}" in busy
+    idle = next(line for line in out.splitlines() if line.startswith(IDLE_DRONE))
+    assert idle.split()[-1] == "-"  # registered, but no startd in the pool
     # the collector was asked once, for drones only, of the configured pool
     argv = json.loads(record.read_text())["argv"]
     assert argv[:2] == ["-pool", "cm.example:9618"]
@@ -70,8 +78,8 @@ def test_status_maps_each_drone_to_its_startd_jobs_and_workers(overlay, capsys):
 
 def test_status_finds_the_drone_and_batch_job_of_a_dask_worker(overlay, capsys):
     config, _ = overlay
-    assert main(["status", "--find", "htcondor--42.1--", str(config)]) == 0
+    assert main(["status", "--find", WORKER, str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines[1:-1]] == [[DRONE, "Available", "4242-99"]]
-    assert main(["status", "--find", "htcondor--77.0--", str(config)]) == 1
-    assert "no drone knows 'htcondor--77.0--'" in capsys.readouterr().err
+    assert main(["status", "--find", "OverlayCluster-77", str(config)]) == 1
+    assert "no drone knows 'OverlayCluster-77'" in capsys.readouterr().err
