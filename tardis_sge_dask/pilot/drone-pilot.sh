@@ -24,6 +24,7 @@ readonly EXIT_PAYLOAD=15
 STARTED_AT=$SECONDS
 SCRATCH=""
 PAYLOAD_PID=""
+RETIRE_TIMER=""
 DRAINING=0
 CVMFS_MODE=none
 CVMFS_HOST_ROOT=""
@@ -128,6 +129,7 @@ make_scratch() {
 cleanup() {
     local status=$?
     trap - EXIT
+    [[ -n $RETIRE_TIMER ]] && kill -TERM "$RETIRE_TIMER" 2>/dev/null
     if [[ -n $PAYLOAD_PID ]] && kill -0 "$PAYLOAD_PID" 2>/dev/null; then
         kill -KILL -- "-$PAYLOAD_PID" 2>/dev/null || kill -KILL "$PAYLOAD_PID" 2>/dev/null
     fi
@@ -384,6 +386,25 @@ start_startd() {
         || die "$EXIT_PAYLOAD" "cannot generate the startd configuration"
     export CONDOR_CONFIG=$SCRATCH/condor/condor_config
     launch "${PREFIX[@]}" condor_master -f
+    start_retire_timer
+}
+
+# The startd retires by itself at the retire time, but its master notices only at its
+# next update (5 minutes by default), which may be after the walltime kill. So at the
+# retire time the pilot drains as on a warning signal: the master leaves with the startd.
+start_retire_timer() {
+    remaining_lifetime
+    [[ -n $LIFETIME ]] || return 0
+    local pilot=$$
+    (
+        trap - EXIT USR1 USR2 INT HUP XCPU
+        sleeper=""
+        trap 'kill -TERM "$sleeper" 2>/dev/null; exit 0' TERM
+        sleep "$LIFETIME" &
+        sleeper=$!
+        wait "$sleeper" && kill -ALRM "$pilot"
+    ) &
+    RETIRE_TIMER=$!
 }
 
 # The payload gets its own session: Grid Engine delivers -notify signals to the job's
@@ -404,7 +425,11 @@ drain() {
     local signal=$1
     ((DRAINING)) && return 0
     DRAINING=1
-    log "received SIG$signal: draining the $PILOT_MODE payload"
+    if [[ $signal == ALRM ]]; then
+        log "retire time reached (walltime minus PILOT_LIFETIME_MARGIN): draining the $PILOT_MODE payload"
+    else
+        log "received SIG$signal: draining the $PILOT_MODE payload"
+    fi
     [[ -n $PAYLOAD_PID ]] || exit "$EXIT_OK"
     # The drain command runs in a session of its own as well: Grid Engine SIGKILLs the
     # job's process group after its notify time, and a retirement that is under way
@@ -463,7 +488,7 @@ main() {
     trap cleanup EXIT
     # SGE -notify: USR2 before a kill, USR1 before a suspend; SLURM: TERM or --signal.
     local signal
-    for signal in USR1 USR2 TERM INT HUP XCPU; do
+    for signal in USR1 USR2 TERM INT HUP XCPU ALRM; do
         # shellcheck disable=SC2064
         trap "drain $signal" "$signal"
     done

@@ -50,8 +50,10 @@ exec "$@"
 """
 
 
-@pytest.mark.parametrize("container", ["none", "image"])
+@pytest.mark.parametrize("container", ["none", "image", "retire"])
 def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
+    """``retire``: no signal; the walltime minus the margin runs out and the pilot drains
+    by itself (the master would only notice its retired startd minutes later)."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     fakes = [
@@ -87,6 +89,8 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
         "PILOT_SCRATCH_BASE": str(scratch_base),
         "PILOT_IMAGE_CONDOR_CONFIG": str(base_config),
     }
+    if container == "retire":
+        env.update(PILOT_WALLTIME="62", PILOT_LIFETIME_MARGIN="60")
     if container == "image":
         image = tmp_path / "drone.sif"
         image.write_text("not really an image")
@@ -107,7 +111,8 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
             assert pilot.poll() is None, pilot.communicate()
             assert time.monotonic() < deadline, "condor_master was never started"
             time.sleep(0.2)
-        os.killpg(pilot.pid, signal.SIGUSR2)
+        if container != "retire":
+            os.killpg(pilot.pid, signal.SIGUSR2)
         stdout, stderr = pilot.communicate(timeout=60)
     finally:
         if pilot.poll() is None:
@@ -126,7 +131,10 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
         "-graceful", "-daemon", "master"
     ]
     assert Path((record / "condor_off.config").read_text().strip()).name == "condor_config"
-    assert "received SIGUSR2: draining the htcondor payload" in stdout
+    if container == "retire":
+        assert "retire time reached" in stdout and "draining the htcondor payload" in stdout
+    else:
+        assert "received SIGUSR2: draining the htcondor payload" in stdout
     assert list(scratch_base.iterdir()) == []
     if container == "image":
         calls = (record / "apptainer.args").read_text().splitlines()
