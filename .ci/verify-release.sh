@@ -11,8 +11,8 @@
 # veth pair with a non-loopback address, the host's cgroup mounts (read-only), /dev and
 # /proc, it runs `make install` with NAT to the outside, then drops the NAT, refuses every
 # packet out of its eth0 and runs `CI=true make test` offline. At the end every process of
-# it is gone with its PID namespace. Prints a summary: pass/fail/skip counts, durations and the versions of Grid
-# Engine, SLURM, MariaDB, Python, OpenSSH and HTCondor inside.
+# it is gone with its PID namespace. Prints a summary: pass/fail/skip counts, durations and
+# the versions of Grid Engine, SLURM, MariaDB, Python, OpenSSH and HTCondor inside.
 #
 #   --keep           keep the root filesystem (default: removed after the run; logs stay)
 #   --no-cgroup      do not bind the host's cgroup mounts (slurmd without a cgroup fs)
@@ -129,7 +129,7 @@ flock -n 9 || die "another verify-release.sh runs (lock $CACHE/.lock)"
 need() { command -v "$1" >/dev/null || { say "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" </dev/null >/dev/null; }; }
 need mmdebstrap mmdebstrap
 need nft nftables
-for c in ip nsenter unshare chroot git flock; do command -v "$c" >/dev/null || die "$c missing"; done
+for c in ip nsenter unshare chroot pivot_root git flock; do command -v "$c" >/dev/null || die "$c missing"; done
 
 # refuse to delete a directory that still has something mounted below it
 mounted_below() { awk -v d="$1" 'index($5, d "/") == 1 || $5 == d {f = 1} END {exit !f}' /proc/self/mountinfo; }
