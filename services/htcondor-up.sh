@@ -28,7 +28,9 @@ SERVICE=htcondor-up
 source "$(dirname "$0")/lib.sh"
 
 # ------------------------------------------------------------ 1. the packages
-if apt-cache policy condor 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+# (the answer is read whole: `grep -q` closing the pipe early fails it under pipefail)
+candidate=$(apt-cache policy condor 2>/dev/null || true)
+if [[ $candidate == *"Candidate: "[0-9]* ]]; then
     NATIVE=1
     ROOT=""
     install_packages condor
