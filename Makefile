@@ -10,9 +10,12 @@ PY      = $(VENV)/bin/python
 install: venv services image
 
 # Debian's own python3 needs the python3-venv package for a venv; other builds have it
+# (a fresh image may have no package lists yet: update, then try again)
 venv:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
-		{ apt-get install -y -q python3-venv </dev/null && $(PYTHON) -m venv $(VENV); }
+		{ { apt-get install -y -q python3-venv </dev/null || \
+		    { apt-get update -q </dev/null && apt-get install -y -q python3-venv </dev/null; }; } && \
+		  $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 
