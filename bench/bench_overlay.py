@@ -95,10 +95,10 @@ STAGES = [
     ("connected", "worker connected"),
 ]
 SOURCES = {
-    "queued": "condor_q poll",
+    "queued": "condor_q poll (or when counted)",
     "demand": "daemon log",
     "submitted": "daemon log",
-    "running": "qstat poll",
+    "running": "qstat poll (or MasterLog)",
     "startd": "drone StartLog",
     "matched": "drone StartLog",
     "started": "drone StarterLog",
@@ -194,13 +194,12 @@ def busy_elsewhere() -> str:
 
 
 def wait_until_idle(timeout: float) -> str:
-    """Wait for an idle Grid Engine and pool; returns what is still busy after timeout."""
+    """Wait for idle batch systems; returns what is still busy after ``timeout``."""
     deadline = time.monotonic() + timeout
     announced = False
     while (busy := busy_elsewhere()) and time.monotonic() < deadline:
         if not announced:
-            print(f"waiting up to {timeout:.0f} s for an idle Grid Engine and pool: {busy}",
-                  flush=True)
+            print(f"waiting up to {timeout:.0f} s for idle batch systems: {busy}", flush=True)
             announced = True
         time.sleep(2)
     if busy:
@@ -284,6 +283,7 @@ class Watcher(threading.Thread):
             self.seen.job_name.setdefault(job, name)
             if status == "2":
                 self.seen.matched.setdefault(job, now)
+            if host != "undefined":
                 self.seen.job_host.setdefault(job, host)
         self.foreign_condor_jobs = max(self.foreign_condor_jobs, others)
         self.load = max(self.load, os.getloadavg()[0])
@@ -314,7 +314,7 @@ def session_environment(site: str, jobqueue: dict[str, str]) -> dict[str, str]:
 
     Through ``jobqueue.overlay.job-extra-directives`` as a physicist would set it, so a
     drone of another run still in the pool cannot take this run's workers; ``jobqueue``
-    adds further ``jobqueue.overlay`` keys (``--jobqueue nanny=False``).
+    adds further ``jobqueue.overlay`` keys (``--jobqueue death-timeout=30``).
     """
     directives = {
         "Requirements": f'regexp("^{site}-", TARGET.TardisDroneUuid)',
@@ -502,7 +502,7 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
     daemon = CobaldDaemon(config).start()
     session: TimedSession | None = None
     watcher = Watcher(site, settings.poll)
-    recorded: dict[str, dict[str, float]] = {}
+    recorded: dict[str, dict[str, Any]] = {}
     reference_condor = None
     events: list[dict[str, Any]] = []
     log = ""
@@ -549,7 +549,7 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
     result.load = watcher.load
     during = [f"{count} {what}" for count, what in (
         (watcher.foreign_jobs, "other Grid Engine job(s)"),
-        (watcher.foreign_startds, "other drone startd(s)"),
+        (watcher.foreign_startds, "drone ad(s) of others in the collector"),
         (watcher.foreign_condor_jobs, "other overlay job(s)")) if count]
     result.busy = "; ".join(filter(None, [busy and f"at start: {busy}",
                                           during and f"during: {', '.join(during)}"]))
@@ -572,9 +572,10 @@ def condor_log_time(stamp: str) -> float:
     return datetime.strptime(stamp, layout).timestamp()
 
 
-def drone_log_times(scratch: Path) -> dict[str, float]:
-    """First time of each DRONE_LOG_LINES event in one drone's HTCondor logs."""
-    found: dict[str, float] = {}
+def drone_log_times(scratch: Path) -> dict[str, Any]:
+    """First time of each DRONE_LOG_LINES event in one drone's HTCondor logs, and the
+    id of the first job it ran (``job``)."""
+    found: dict[str, Any] = {}
     directory = scratch / "condor" / "log"
     for prefix, events in DRONE_LOG_LINES.items():
         for path in sorted(directory.glob(f"{prefix}*")):
@@ -587,10 +588,13 @@ def drone_log_times(scratch: Path) -> dict[str, float]:
                     if match:
                         stamp = condor_log_time(match.group(1))
                         found[key] = min(found.get(key, stamp), stamp)
+                job = re.search(r"Remote job ID is (\d+\.\d+)", text)
+                if job and "job" not in found:
+                    found["job"] = job.group(1)
     return found
 
 
-def collect_records(site: str, logs: Path, keep: Path | None) -> dict[str, dict[str, float]]:
+def collect_records(site: str, logs: Path, keep: Path | None) -> dict[str, dict[str, Any]]:
     """Drone uuid -> the times its HTCondor daemons logged (read while the drone runs).
 
     The logs live in the drone's scratch directory, which the pilot removes when the
@@ -637,7 +641,7 @@ def cleanup(site: str) -> None:
 
 
 def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watcher,
-            recorded: dict[str, dict[str, float]], reference_condor: dict[str, float] | None
+            recorded: dict[str, dict[str, Any]], reference_condor: dict[str, float] | None
             ) -> Result:
     scale = next(e["time"] for e in events if e["event"] == "scale")
     connected = {e["name"]: e["time"] for e in events if e["event"] == "worker"}
@@ -654,18 +658,25 @@ def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watch
     # chains: worker job -> the drone it ran on -> the worker it became
     chains = []
     queue_order = sorted(seen.queued, key=lambda job: seen.queued[job])
-    for job, host in seen.job_host.items():
-        uuid = next((u for u in submitted if f"@{u}@" in host or host.endswith(f"@{u}")), None)
+    ran_on = {times["job"]: uuid for uuid, times in recorded.items() if "job" in times}
+    for job in queue_order:
+        host = seen.job_host.get(job, "")
+        uuid = ran_on.get(job) or next(
+            (u for u in submitted if f"@{u}@" in host or host.endswith(f"@{u}")), None)
         if uuid is None:
             continue
         rank = queue_order.index(job) + 1
         counted = [t for t, cores in demand if cores >= rank]
+        # in the schedd no later than the controller counted it (the poll may lag)
+        queued = min(seen.queued[job], *counted[:1])
         chains.append({
             "job": job, "drone": uuid,
-            "queued": seen.queued.get(job),
+            "queued": queued,
             "demand": counted[0] if counted else None,
             "submitted": submitted.get(uuid),
-            "running": seen.sge_running.get(uuid),
+            # running no later than its pilot started the master (the poll may lag)
+            "running": min(filter(None, (seen.sge_running.get(uuid),
+                                         drone_time("master", uuid))), default=None),
             "master": drone_time("master", uuid),
             "startd": drone_time("update", uuid, seen.startd),
             "matched": drone_time("claimed", uuid) or seen.matched.get(job),
@@ -684,7 +695,7 @@ def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watch
         if key == "connected":
             values = list(connected.values())
         elif key == "queued":
-            values = list(seen.queued.values())
+            values = [c["queued"] for c in chains] or list(seen.queued.values())
         else:
             values = [c[key] for c in chains if c[key] is not None]
         first[key] = min(values) - scale if values else None
@@ -741,8 +752,8 @@ def report(results: list[Result], raw_qsub: list[float], settings: Settings) -> 
             last = median([r.last[key] for r in runs if r.last[key] is not None])
             line = f"  {label:40s} {fmt(first)} {fmt(last)}"
             if len(runs) > 1:
-                line += "   " + " ".join(f"{fmt(r.first[key], 0)}/{fmt(r.last[key], 0)}"
-                                         for r in runs)
+                line += "   " + " ".join(
+                    f"{fmt(r.first[key], 0) + '/' + fmt(r.last[key], 0):>10s}" for r in runs)
             print(line + f"   {SOURCES[key]}")
         print("  steps, median over the job -> drone -> worker chains"
               + (" and runs" if len(runs) > 1 else ""))
@@ -844,7 +855,7 @@ def main() -> None:
                         help="a jobqueue.overlay setting of the physicist's session, e.g."
                              " death-timeout=30 (repeatable; as DASK_JOBQUEUE__OVERLAY__KEY)")
     parser.add_argument("--idle-wait", type=float, default=300,
-                        help="seconds to wait for an idle Grid Engine and pool before each"
+                        help="seconds to wait for idle Grid Engine and SLURM before each"
                              " measurement (then it measures anyway and says so)")
     parser.add_argument("--json", type=Path, help="write every timestamp to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
