@@ -8,6 +8,8 @@ Differences to the stock ``HTCondorCluster`` (all configurable under ``jobqueue.
   travel with the job (``transfer_input_files``) and are referenced by their base names in
   the job's scratch directory, the worker's local directory is HTCondor's scratch;
 * the scheduler can advertise a ``contact_address`` (a notebook behind NAT);
+* with TLS, one connection's OpenSSL error does not end the session's other connections
+  (Python 3.13 with OpenSSL >= 3.2, see ``tls.py``);
 * workers retire themselves before the drone ends (``--lifetime`` with stagger) and listen
   on a port range a site firewall can open.
 """
@@ -22,6 +24,8 @@ from typing import Any
 import dask
 from dask_jobqueue import HTCondorCluster
 from dask_jobqueue.htcondor import HTCondorJob
+
+from .tls import clear_openssl_errors_before_tls_io
 
 CONFIG_NAME = "overlay"
 
@@ -151,6 +155,9 @@ class OverlayCluster(HTCondorCluster):
     job_cls = OverlayJob
 
     def __init__(self, *args: Any, contact_address: str | None = None, **kwargs: Any):
+        # client, cluster manager and scheduler share one thread: with TLS, one
+        # connection's OpenSSL error must not end the others' (tls.py)
+        clear_openssl_errors_before_tls_io()
         contact_address = contact_address or _config("contact-address")
         if contact_address:
             options = dict(kwargs.pop("scheduler_options", None)
