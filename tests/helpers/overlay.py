@@ -191,7 +191,7 @@ def pinned_known_hosts(directory: Path) -> Path:
 class PhysicistSession:
     """tests/integration/data/overlay_client.py run as the physicist account."""
 
-    def __init__(self, workers: int, wait: float = 600):
+    def __init__(self, workers: int, wait: float = 600, site: str | None = None):
         self.shared = owned_directory("tsd-physicist-", SUBMIT_USER)
         let_accounts_run(sys.executable)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -200,7 +200,7 @@ class PhysicistSession:
         self.process = subprocess.Popen(
             ["runuser", "-u", SUBMIT_USER, "--", sys.executable, str(CLIENT),
              "--workers", str(workers), "--shared-temp-directory", str(self.shared),
-             "--wait", str(wait)],
+             "--wait", str(wait), *(["--site", site] if site else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"),
             text=True, cwd=self.shared,
             env={"PATH": os.environ["PATH"], "HOME": str(self.shared), "LANG": "C.UTF-8"},

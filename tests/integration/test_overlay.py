@@ -124,7 +124,7 @@ def run_overlay(
                    "the controller's first reading", daemon)
         assert not backend.jobs(site), "drones were submitted without any work"
 
-        session = overlay.PhysicistSession(WORKERS)
+        session = overlay.PhysicistSession(WORKERS, site=site)
         session.wait_for("scaled", 120)
         # 1. N idle worker jobs in the real schedd, marked for the controller
         jobs = wait_until(lambda: len(overlay.schedd_jobs()) == WORKERS and overlay.schedd_jobs(),

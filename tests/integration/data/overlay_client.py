@@ -83,7 +83,11 @@ def main() -> int:
                         help="append timestamped events to this file (benchmarks)")
     args = parser.parse_args()
 
+    # only this run's drones: a drone left over from another run must not take our jobs
+    requirement = f'regexp("^{args.site}-", TARGET.TardisDroneUuid)'
+    only_site = {"job_extra_directives": {"Requirements": requirement}} if args.site else {}
     cluster = OverlayCluster(
+        **only_site,
         cores=1,
         memory="1GB",
         disk="1GB",
