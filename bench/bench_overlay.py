@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -55,6 +56,7 @@ import queue
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +73,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tardis_sge_dask.pilot.startd_config import DASK_WORKER_START  # noqa: E402
 from tests.helpers import overlay  # noqa: E402
 from tests.helpers.daemon import CobaldDaemon, unique_site  # noqa: E402
 
@@ -237,9 +240,11 @@ class Seen:
 class Watcher(threading.Thread):
     """Polls qstat, condor_status and condor_q and notes when each thing first shows up."""
 
-    def __init__(self, site: str, interval: float):
+    def __init__(self, site: str, interval: float, reschedule: bool = False):
         super().__init__(daemon=True)
         self.site, self.interval = site, interval
+        #: ask the schedd for a negotiation cycle when a drone joins (--reschedule-on-join)
+        self.reschedule = reschedule
         self.seen = Seen()
         self.polls = 0
         #: most jobs of others in Grid Engine / drones of others in the pool at one poll
@@ -301,9 +306,13 @@ class Watcher(threading.Thread):
         out = run(["condor_status", "-constraint", "TardisDroneUuid =!= undefined",
                    "-af", "TardisDroneUuid"], check=True).stdout
         now = time.time()
+        joined = False
         for uuid in out.split():
-            if uuid.startswith(self.site):
-                self.seen.startd.setdefault(uuid, now)
+            if uuid.startswith(self.site) and uuid not in self.seen.startd:
+                self.seen.startd[uuid] = now
+                joined = True
+        if joined and self.reschedule:
+            run(["condor_reschedule"], cwd="/tmp")
         self.foreign_startds = max(self.foreign_startds,
                                    sum(not uuid.startswith(self.site) for uuid in out.split()))
 
@@ -354,8 +363,25 @@ class TimedSession(overlay.PhysicistSession):
 
 
 # ------------------------------------------------------------------------ references
-def raw_qsub_to_running(prefix: str, poll: float) -> float:
-    """A trivial job by the pilot account, from qsub to qstat's state r."""
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the benchmark's process ends, however."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class BenchDaemon(CobaldDaemon):
+    """The tests' ``python -m cobald.daemon`` child, ended with the benchmark if it is killed."""
+
+    def start(self) -> BenchDaemon:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cobald.daemon", str(self.config)],
+            stdout=open(self.log_path, "a"), stderr=subprocess.STDOUT, cwd=self.config.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
+        )
+        return self
+
+
+def raw_qsub_to_running(prefix: str, poll: float) -> float | None:
+    """A trivial job by the pilot account, from qsub to qstat's state r (None: not in 120 s)."""
     started = time.time()
     job = run(["runuser", "-u", overlay.PILOT_USER, "--", "qsub", "-terse", "-b", "y",
                "-q", "all.q", "-N", prefix, "-o", "/dev/null", "-e", "/dev/null",
@@ -366,7 +392,8 @@ def raw_qsub_to_running(prefix: str, poll: float) -> float:
             if state == "r":
                 return time.time() - started
             if time.time() - started > 120:
-                raise TimeoutError(f"raw job {job} not running after 120 s")
+                print(f"warning: raw job {job} not running after 120 s", file=sys.stderr)
+                return None
             time.sleep(poll)
     finally:
         run(["qdel", job])
@@ -384,6 +411,7 @@ request_memory = 100
 requirements = regexp("^{site}-", TARGET.TardisDroneUuid)
 +DaskWorkerName = "bench-reference"
 +DaskWorkerCores = 1
++BenchSite = "{site}"
 batch_name = bench-reference
 queue
 """
@@ -434,6 +462,7 @@ class Settings:
     poll: float
     condor_knobs: dict[str, str]
     idle_wait: float = 300
+    reschedule_on_join: bool = False
     jobqueue: dict[str, str] = field(default_factory=dict)
     site_keys: dict[str, str] = field(default_factory=dict)
 
@@ -441,15 +470,25 @@ class Settings:
 def bench_config(directory: Path, site: str, logs: Path, workers: int,
                  settings: Settings) -> Path:
     """tests.helpers.overlay's configuration with this run's intervals and knobs."""
-    # sub-second times in the drones' HTCondor logs; changes nothing else
-    knobs = {"_CONDOR_ALL_DEBUG": "D_SUB_SECOND"}
-    knobs.update({f"_CONDOR_{name}": value for name, value in settings.condor_knobs.items()})
+    environment = {
+        # sub-second times in the drones' HTCondor logs; changes nothing else
+        "_CONDOR_ALL_DEBUG": "D_SUB_SECOND",
+        # this run's drones take this run's jobs only, and leave soon if the run dies
+        "PILOT_START_EXPRESSION": f'({DASK_WORKER_START}) && (TARGET.BenchSite =?= "{site}")',
+        "PILOT_IDLE_TIMEOUT": 120,
+    }
+    environment.update({f"_CONDOR_{name}": value for name, value in settings.condor_knobs.items()})
     path = overlay.overlay_config(
         directory, site=site, adapter="SGE", machine_type=MACHINE_TYPE, ssh=SSH,
         known_hosts=overlay.pinned_known_hosts(directory), logs=logs, drones=workers,
-        idle_time=settings.idle_time, environment=knobs,
+        idle_time=settings.idle_time, environment=environment,
     )
     text = path.read_text()
+    # the controller counts this run's jobs only (others' would be demand for our drones)
+    source = "!CondorQueueDemand {executor: !TardisShellExecutor {}, output_format: long"
+    assert text.count(source) == 1, text
+    text = text.replace(source, source + f", constraint: '(IsDaskWorker =?= true) && "
+                                          f"(BenchSite =?= \"{site}\")'")
     for pattern, value in (
         (r"(!DaskDemandController \{[^}]*?\binterval: )2\b", settings.controller_interval),
         (r"(create_composite_pool\n  interval: )2\b", settings.pool_interval),
@@ -499,9 +538,9 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
     overlay.remove_jobs()
     wait(lambda: not overlay.schedd_jobs(), 60, "an empty overlay schedd")
     busy = wait_until_idle(settings.idle_wait)
-    daemon = CobaldDaemon(config).start()
+    daemon = BenchDaemon(config).start()
     session: TimedSession | None = None
-    watcher = Watcher(site, settings.poll)
+    watcher = Watcher(site, settings.poll, settings.reschedule_on_join)
     recorded: dict[str, dict[str, Any]] = {}
     reference_condor = None
     events: list[dict[str, Any]] = []
@@ -805,7 +844,8 @@ def report(results: list[Result], raw_qsub: list[float], settings: Settings) -> 
           f" {settings.poll:g} s"
           + "".join(f", drone {k}={v}" for k, v in settings.condor_knobs.items())
           + "".join(f", jobqueue.overlay.{k}={v}" for k, v in settings.jobqueue.items())
-          + "".join(f", site {k}={v}" for k, v in settings.site_keys.items()))
+          + "".join(f", site {k}={v}" for k, v in settings.site_keys.items())
+          + (", condor_reschedule when a drone joins" if settings.reschedule_on_join else ""))
     print(f"pool: {central_manager_settings()}; Grid Engine schedule_interval"
           f" {sge_schedule_interval()}")
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
@@ -857,6 +897,10 @@ def main() -> None:
     parser.add_argument("--idle-wait", type=float, default=300,
                         help="seconds to wait for idle Grid Engine and SLURM before each"
                              " measurement (then it measures anyway and says so)")
+    parser.add_argument("--reschedule-on-join", action="store_true",
+                        help="run condor_reschedule when a drone's startd shows up in the"
+                             " collector (a negotiation cycle at once instead of at the next"
+                             " NEGOTIATOR_INTERVAL; what the daemon could do)")
     parser.add_argument("--json", type=Path, help="write every timestamp to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -871,10 +915,18 @@ def main() -> None:
             if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
                 parser.error(f"{option} {item!r} is not NAME=VALUE")
             into[name] = value
-    settings = Settings(args.controller_interval, args.pool_interval, args.heartbeat,
-                        args.idle_time, args.poll, knobs, args.idle_wait, jobqueue,
-                        site_keys)
+    settings = Settings(
+        controller_interval=args.controller_interval, pool_interval=args.pool_interval,
+        heartbeat=args.heartbeat, idle_time=args.idle_time, poll=args.poll, condor_knobs=knobs,
+        idle_wait=args.idle_wait, reschedule_on_join=args.reschedule_on_join,
+        jobqueue=jobqueue, site_keys=site_keys)
 
+    def terminated(signum: int, _frame: Any) -> None:
+        raise SystemExit(f"stopped by signal {signum}; cleaning up")
+
+    # SIGTERM/SIGHUP run the clean-up of the current measurement (drones, jobs, daemon)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, terminated)
     work = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
     results: list[Result] = []
     failures: list[str] = []
@@ -882,7 +934,9 @@ def main() -> None:
     with overlay_lock():
         preflight()
         for index in range(args.reference_runs):
-            raw_qsub.append(raw_qsub_to_running(f"benchovraw{index}", args.poll))
+            seconds = raw_qsub_to_running(f"benchovraw{index}", args.poll)
+            if seconds is not None:
+                raw_qsub.append(seconds)
         for run_index in range(args.runs):
             for workers in args.workers:
                 print(f"run {run_index + 1}/{args.runs}: N = {workers} ...", flush=True)
