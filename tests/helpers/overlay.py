@@ -75,11 +75,26 @@ def drone_startds() -> dict[str, dict[str, str]]:
     return found
 
 
-def account_processes(user: str, *names: str) -> list[str]:
-    """Processes of ``user`` whose command is one of ``names`` (stray drone parts)."""
+def account_processes(user: str, *names: str, drone_prefix: str = "") -> list[str]:
+    """Processes of ``user`` whose command is one of ``names`` (stray drone parts); with
+    ``drone_prefix``, only those of drones whose uuid starts with it (their environment
+    carries ``TardisDroneUuid``), so other runs' drones do not count."""
     out = subprocess.run(["ps", "-u", user, "-o", "pid=,comm="], capture_output=True,
                          text=True).stdout
-    return [line.strip() for line in out.splitlines() if line.split()[-1] in names]
+    found = []
+    for line in out.splitlines():
+        pid, _, command = line.strip().partition(" ")
+        if command.strip() not in names:
+            continue
+        if drone_prefix:
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue  # ended meanwhile
+            if f"TardisDroneUuid={drone_prefix}".encode() not in b"\0".join(environ):
+                continue
+        found.append(line.strip())
+    return found
 
 
 def owned_directory(prefix: str, owner: str, mode: int = 0o700) -> Path:

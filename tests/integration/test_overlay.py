@@ -182,7 +182,8 @@ def run_overlay(
             assert "in DrainingState" in daemon.log(), daemon.log()[-4000:]
         # 6. nothing of the drones is left on the node
         wait_until(lambda: not overlay.account_processes(
-            overlay.PILOT_USER, "condor_master", "condor_startd", "condor_starter", "bwrap"),
+            overlay.PILOT_USER, "condor_master", "condor_startd", "condor_starter", "bwrap",
+            drone_prefix=f"{site}-"),
             60, "the pilot account's drone processes to end", daemon)
         for pilot_log in logs.glob("*"):
             assert "drone-pilot: error" not in pilot_log.read_text(), pilot_log.read_text()
