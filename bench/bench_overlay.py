@@ -25,11 +25,13 @@ The time from ``scale()`` is split into stages, each taken from where it is reco
 
 The drones' HTCondor logs (read from their scratch directories while they run) get
 millisecond times through ``_CONDOR_ALL_DEBUG=D_SUB_SECOND`` in the pilot's environment.
-Polls run in a helper thread every ``--poll`` seconds; a polled time is when the answer
-came back, so it is late by at most one poll interval plus the command's own time (the
-polled collector and schedd views are printed as a cross-check). Each stage is shown for
-the first of the N and for the N-th, each step as the median over the N chains (worker
-job -> the drone that ran it -> the worker it became).
+The daemon runs before the clock starts (it has read the empty queue once), and
+``scale()`` comes at a random point of the controller's and the pool's intervals, as a
+physicist's would. Polls run in a helper thread every ``--poll`` seconds; a polled
+time is when the answer came back, so it is late by at most one poll interval plus the
+command's own time (the polled collector and schedd views are printed as a cross-check).
+Each stage is shown for the first of the N and for the N-th, each step as the median over
+the N chains (worker job -> the drone that ran it -> the worker it became).
 
 References measured in the same run, as the project's other benchmarks do:
 
@@ -53,6 +55,7 @@ import fcntl
 import json
 import os
 import queue
+import random
 import re
 import shlex
 import shutil
@@ -551,7 +554,9 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
              "the controller's first reading")
         if not daemon.alive:
             raise SystemExit(f"the daemon died:\n{daemon.log()[-3000:]}")
-        time.sleep(1)
+        # a physicist's scale() does not know the controller's or the pool's phase: start
+        # at a random point of their intervals, so repeated runs average over the phases
+        time.sleep(random.uniform(0, max(settings.controller_interval, settings.pool_interval)))
         watcher.start()
         session = TimedSession(workers, site, settings.jobqueue)
         session.wait_for("workers", 600)
@@ -931,23 +936,28 @@ def main() -> None:
     results: list[Result] = []
     failures: list[str] = []
     raw_qsub: list[float] = []
+    interrupted: SystemExit | None = None
     with overlay_lock():
         preflight()
-        for index in range(args.reference_runs):
-            seconds = raw_qsub_to_running(f"benchovraw{index}", args.poll)
-            if seconds is not None:
-                raw_qsub.append(seconds)
-        for run_index in range(args.runs):
-            for workers in args.workers:
-                print(f"run {run_index + 1}/{args.runs}: N = {workers} ...", flush=True)
-                try:
-                    results.append(measure(workers, settings, work, reference=True,
-                                           keep=args.keep))
-                except (AssertionError, TimeoutError) as err:
-                    first_line = str(err).splitlines()[0]
-                    failures.append(f"run {run_index + 1}, N = {workers}: {first_line}")
-                    print(f"  failed: {first_line} (logs in {work})", flush=True)
-                    args.keep = True
+        try:
+            for index in range(args.reference_runs):
+                seconds = raw_qsub_to_running(f"benchovraw{index}", args.poll)
+                if seconds is not None:
+                    raw_qsub.append(seconds)
+            for run_index in range(args.runs):
+                for workers in args.workers:
+                    print(f"run {run_index + 1}/{args.runs}: N = {workers} ...", flush=True)
+                    try:
+                        results.append(measure(workers, settings, work, reference=True,
+                                               keep=args.keep))
+                    except (AssertionError, TimeoutError) as err:
+                        first_line = str(err).splitlines()[0]
+                        failures.append(f"run {run_index + 1}, N = {workers}: {first_line}")
+                        print(f"  failed: {first_line} (logs in {work})", flush=True)
+                        args.keep = True
+        except SystemExit as stop:  # a signal: the current measurement is cleaned up
+            interrupted = stop
+            failures.append(f"interrupted: {stop}")
     report(results, raw_qsub, settings)
     for failure in failures:
         print(f"FAILED {failure}")
@@ -959,6 +969,8 @@ def main() -> None:
         print(f"work directory: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+    if interrupted is not None:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
