@@ -41,6 +41,7 @@ from tardis.utilities.executors.shellexecutor import ShellExecutor
 
 from .jobscript import JobScriptError, render_job_script
 from .settings import MachineTypeSettings, SiteConfigError, SiteSettings
+from .values import control_character_problem, control_character_problems
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
 
@@ -134,6 +135,19 @@ class BatchSiteAdapter(SiteAdapter):
         self._last_state: dict[str, str] = {}
         self._adoptable: dict[str, str] | None = None
         self.check_settings()
+        self.refuse_control_characters(configuration)
+
+    def refuse_control_characters(self, configuration: Any) -> None:
+        """Refuse, at start, every value that would smuggle lines into a job script."""
+        for key_path, value in (
+            (f"{self.site_name}.MachineTypes", self.machine_type),
+            (f"{self.site_name} (site name)", self.site_name),
+        ):
+            problem = control_character_problem(value)
+            if problem:
+                raise SiteConfigError(key_path, f"{value!r} {problem}")
+        for key_path, problem in control_character_problems(self.site_name, configuration):
+            raise SiteConfigError(key_path, problem)
 
     # ------------------------------------------------------------------ dialect
     def check_settings(self) -> None:  # noqa: B027 - optional hook
@@ -241,10 +255,13 @@ class BatchSiteAdapter(SiteAdapter):
     def render_submission(self, resource_attributes: AttributeDict) -> tuple[list[str], str]:
         """The exact argv and job script a drone gets (also used by ``render``)."""
         drone_uuid = resource_attributes.drone_uuid
-        return (
-            self.submit_command(drone_uuid, self.drone_variables(resource_attributes)),
-            self.job_script(drone_uuid),
-        )
+        argv = self.submit_command(drone_uuid, self.drone_variables(resource_attributes))
+        # the settings were checked at start; this also covers what TARDIS supplies
+        for argument in argv:
+            problem = control_character_problem(argument)
+            if problem:
+                raise JobScriptError(f"submit command argument {argument!r} {problem}")
+        return argv, self.job_script(drone_uuid)
 
     def describe(self, resource_attributes: AttributeDict) -> str:
         job = resource_attributes.get("remote_resource_uuid")

@@ -4,6 +4,11 @@ Grid Engine spools the job script and the node shares no filesystem with the sub
 host, so everything the pilot needs travels inside the script. Settings go into the
 script as ``export`` lines rather than onto the ``qsub``/``sbatch`` command line: the
 command line and ``-v`` variables are visible to every user through ``qstat -j``.
+
+qsub reads every line of the script that begins with ``#$`` as options, so no value may
+begin a line: each sits inside a quoted assignment on a line that begins with the fixed
+text ``export NAME=``, and a value holding a line break (which ``shlex.quote`` would keep
+inside its quotes) is refused rather than written.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
+
+from .values import control_character_problem
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -43,10 +50,16 @@ def render_job_script(
     for name, value in environment.items():
         if not _VARIABLE_NAME.match(name):
             raise JobScriptError(f"{name!r} is not a valid environment variable name")
+        problem = control_character_problem(str(value))
+        if problem:
+            raise JobScriptError(f"job environment {name}: {problem}")
         exports.append(f"export {name}={shlex.quote(str(value))}")
+    problem = control_character_problem(header)
+    if problem:
+        raise JobScriptError(f"job script header: {problem}")
     parts = ["#!/bin/bash"]
     if header:
-        parts.extend(f"# {line}" for line in header.splitlines())
+        parts.append(f"# {header}")
     parts.extend(exports)
     parts.extend(lines)
     return "\n".join(parts) + "\n"

@@ -13,11 +13,18 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed,
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
+from tardis_sge_dask.sites.jobscript import JobScriptError, render_job_script
 from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tests.conftest import FIXTURES
 from tests.helpers.standins import HOSTILE, exported, recording_command
-from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
+from tests.helpers.tardis_config import (
+    RecordingExecutor,
+    configure,
+    drone,
+    make_adapter,
+    site_section,
+)
 
 SGE = FIXTURES / "sge"
 
@@ -316,3 +323,74 @@ async def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(pil
     # a second drone is submitted normally, and the listing is not taken again
     assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "77"
     assert sum(command.startswith("qstat") for command, _ in executor.commands) == 1
+
+
+INJECTED = "\n#$ -t 1-1000\n#$ -v LD_PRELOAD=/tmp/evil.so"
+
+
+@pytest.mark.parametrize(
+    ("where", "key_path"),
+    [
+        ("site JobEnvironment", "testsite.JobEnvironment.PILOT_TOKEN_FILE"),
+        (
+            "JobEnvironment",
+            "testsite.MachineTypeConfiguration.small.JobEnvironment.PILOT_X509_PROXY",
+        ),
+        ("Queue", "testsite.MachineTypeConfiguration.small.Queue"),
+        ("Project", "testsite.MachineTypeConfiguration.small.Project"),
+        ("LogDirectory", "testsite.MachineTypeConfiguration.small.LogDirectory"),
+        ("ExtraOptions", "testsite.MachineTypeConfiguration.small.ExtraOptions[1]"),
+    ],
+)
+@pytest.mark.parametrize("control", [INJECTED, "x\r#$ -t 1-9", "x\0y", "x\x1b[2Jy", "x\u2028y"])
+def test_control_characters_in_a_value_are_refused_naming_the_key(pilot, where, key_path, control):
+    value = f"/etc/drone{control}"
+    if where == "site JobEnvironment":
+        adapter = lambda: adapter_with(  # noqa: E731
+            pilot, site_keys={"JobEnvironment": {"PILOT_TOKEN_FILE": value}}
+        )
+    elif where == "JobEnvironment":
+        adapter = lambda: adapter_with(pilot, JobEnvironment={"PILOT_X509_PROXY": value})  # noqa: E731
+    elif where == "ExtraOptions":
+        adapter = lambda: adapter_with(pilot, ExtraOptions=["-ac", value])  # noqa: E731
+    else:
+        adapter = lambda: adapter_with(pilot, **{where: value})  # noqa: E731
+    with pytest.raises(SiteConfigError) as error:
+        adapter()
+    assert error.value.key_path == key_path
+    assert "control character" in error.value.problem
+
+
+def test_a_machine_type_name_with_a_line_break_is_refused(pilot):
+    section = site_section(str(pilot), ParallelEnvironment="smp")
+    name = f"small{INJECTED}"
+    section["MachineTypes"] = [name]
+    section["MachineMetaData"] = {name: section["MachineMetaData"]["small"]}
+    section["MachineTypeConfiguration"] = {name: section["MachineTypeConfiguration"]["small"]}
+    configure("SGE", section)
+    SGEAdapter._listings.clear()
+    with pytest.raises(SiteConfigError, match="control character"):
+        SGEAdapter(machine_type=name, site_name="testsite")
+
+
+def test_no_value_can_start_a_line_of_the_job_script(pilot):
+    """Whatever reaches the script is refused or sits after fixed text on its line."""
+    with pytest.raises(JobScriptError, match="PILOT_TOKEN_FILE"):
+        render_job_script(pilot, {"PILOT_TOKEN_FILE": f"/t{INJECTED}"})
+    with pytest.raises(JobScriptError, match="header"):
+        render_job_script(pilot, {}, header=f"drone x{INJECTED}")
+    values = {"A": "-t 1-1000", "B": "#$ -t 1-1000", "C": "'\"$x"}
+    script = render_job_script(pilot, values, header="tardis-sge-dask drone #$ x")
+    settings = script.split("echo pilot body")[0].splitlines()
+    assert settings[0] == "#!/bin/bash"
+    assert all(line.startswith(("# tardis-sge-dask", "export ")) for line in settings[1:])
+    assert not any(line.startswith("#$") for line in script.splitlines())
+
+
+async def test_a_drone_uuid_with_a_control_character_never_reaches_qsub(pilot):
+    executor = RecordingExecutor({"qstat": (SGE / "qstat-empty.xml").read_text(), "qsub": "7"})
+    adapter = adapter_with(pilot, executor=executor)
+    with pytest.raises(TardisResourceStatusUpdateFailed, match="control character"):
+        with adapter.handle_exceptions():
+            await adapter.deploy_resource(drone(uuid="testsite-0123456789\x0b#$ -t 1-9"))
+    assert not any(command.startswith("qsub") for command, _ in executor.commands)
