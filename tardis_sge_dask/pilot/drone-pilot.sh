@@ -297,6 +297,46 @@ payload_python() {
 }
 
 # ---------------------------------------------------------------- health
+# A proxy file holds the proxy certificate, its key and the chain a server verifies it
+# with (the user certificate, proxies in between); the earliest end among those
+# certificates is the proxy's real lifetime, and it must outlast the drone.
+check_x509_proxy() {
+    local proxy=$PILOT_X509_PROXY
+    [[ -f $proxy && -r $proxy ]] || die "$EXIT_HEALTH" "X.509 proxy '$proxy' is not readable"
+    local needed=${PILOT_WALLTIME:-0}
+    ((needed -= SECONDS - STARTED_AT))
+    ((needed < 0)) && needed=0
+    local -a openssl=(openssl)
+    command -v openssl >/dev/null 2>&1 || openssl=(in_payload_env openssl)
+    local line pem="" inside=0
+    local -a certificates=()
+    while IFS= read -r line || [[ -n $line ]]; do
+        [[ $line == "-----BEGIN CERTIFICATE-----" ]] && inside=1 && pem=""
+        ((inside)) && pem+=$line$'\n'
+        if ((inside)) && [[ $line == "-----END CERTIFICATE-----" ]]; then
+            certificates+=("$pem")
+            inside=0
+        fi
+    done <"$proxy"
+    ((${#certificates[@]} > 0)) || die "$EXIT_HEALTH" "X.509 proxy '$proxy' holds no certificate"
+    local end epoch earliest="" earliest_end=""
+    for pem in "${certificates[@]}"; do
+        end=$("${openssl[@]}" x509 -noout -enddate <<<"$pem" 2>/dev/null) && end=${end#notAfter=} \
+            && epoch=$(date -u -d "$end" +%s 2>/dev/null) \
+            || die "$EXIT_HEALTH" "X.509 proxy '$proxy' holds a certificate openssl cannot read"
+        if [[ -z $earliest ]] || ((epoch < earliest)); then
+            earliest=$epoch
+            earliest_end=$end
+        fi
+    done
+    local left=$((earliest - $(date +%s)))
+    ((left > 0)) || die "$EXIT_HEALTH" "X.509 proxy '$proxy' has expired (valid until $earliest_end)"
+    ((left > needed)) || die "$EXIT_HEALTH" \
+        "X.509 proxy '$proxy' expires within the drone's ${needed} s lifetime (valid for ${left} s, until $earliest_end)"
+    log "X.509 proxy $proxy valid for ${left} s (until $earliest_end), the drone needs ${needed} s"
+    export X509_USER_PROXY=$proxy
+}
+
 health_checks() {
     if [[ $PILOT_CONTAINER != none && $PILOT_CONTAINER != *://* && ! -e $PILOT_CONTAINER ]]; then
         die "$EXIT_HEALTH" "drone image '$PILOT_CONTAINER' does not exist on this node"
@@ -318,17 +358,7 @@ health_checks() {
                 || die "$EXIT_HEALTH" "CVMFS repository $repo is not readable where the payload runs"
         done
     fi
-    if [[ -n $PILOT_X509_PROXY ]]; then
-        [[ -r $PILOT_X509_PROXY ]] || die "$EXIT_HEALTH" "X.509 proxy '$PILOT_X509_PROXY' is not readable"
-        local needed=${PILOT_WALLTIME:-0}
-        ((needed -= SECONDS - STARTED_AT))
-        ((needed < 0)) && needed=0
-        local -a openssl=(openssl)
-        command -v openssl >/dev/null 2>&1 || openssl=(in_payload_env openssl)
-        "${openssl[@]}" x509 -noout -checkend "$needed" -in "$PILOT_X509_PROXY" >/dev/null 2>&1 \
-            || die "$EXIT_HEALTH" "X.509 proxy '$PILOT_X509_PROXY' expires within the drone's ${needed} s lifetime (or cannot be read)"
-        export X509_USER_PROXY=$PILOT_X509_PROXY
-    fi
+    [[ -n $PILOT_X509_PROXY ]] && check_x509_proxy
     if [[ $PILOT_CHECK_GFAL2 == auto ]]; then
         [[ $PILOT_CONTAINER != none ]] && PILOT_CHECK_GFAL2=true || PILOT_CHECK_GFAL2=false
     fi

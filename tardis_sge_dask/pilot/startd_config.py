@@ -74,6 +74,10 @@ class StartdSettings:
     #: seconds between the startd's updates to the collector (None: HTCondor's 300); after
     #: a collector restart a drone is back in the pool within this time
     update_interval: int | None = None
+    #: the X.509 proxy the pilot checked (X509_USER_PROXY) and the trust directory
+    #: (X509_CERT_DIR), handed to jobs: a job's grid client finds them as on a worker node
+    x509_user_proxy: str | None = None
+    x509_cert_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.uuid):
@@ -101,6 +105,10 @@ class StartdSettings:
             _PATH.match(part) for part in self.job_path.split(":")
         ):
             raise StartdConfigError(f"job PATH {self.job_path!r} is not a list of plain paths")
+        for name in ("x509_user_proxy", "x509_cert_dir"):
+            value = getattr(self, name)
+            if value is not None and not _PATH.match(value):
+                raise StartdConfigError(f"{name} {value!r} is not a plain absolute path")
         if self.update_interval is not None and self.update_interval <= 0:
             raise StartdConfigError(f"update interval {self.update_interval} is not positive")
         if self.walltime is not None and self.walltime <= self.lifetime_margin:
@@ -215,9 +223,16 @@ def render_startd_config(settings: StartdSettings) -> str:
         "KILL = False",
         "",
     ]
-    if s.job_path:
-        # Jobs get a bare environment; `python3` must be the image's Dask interpreter.
-        lines.append(f'STARTER_JOB_ENVIRONMENT = "PATH={s.job_path}"')
+    # Jobs get a bare environment: `python3` must be the image's Dask interpreter, and a
+    # job's gfal2/XRootD client must find the drone's proxy and trust directory.
+    job_environment = [
+        f"{name}={value}"
+        for name, value in (("PATH", s.job_path), ("X509_USER_PROXY", s.x509_user_proxy),
+                            ("X509_CERT_DIR", s.x509_cert_dir))
+        if value
+    ]
+    if job_environment:
+        lines.append(f'STARTER_JOB_ENVIRONMENT = "{" ".join(job_environment)}"')
     lines += [
         "# Leave when idle, and before the batch system's walltime kill.",
         f"STARTD_NOCLAIM_SHUTDOWN = {s.idle_timeout}",
@@ -333,6 +348,8 @@ def settings_from_environment(
         base_configs=base_configs,
         job_path=_plain_path_list(environ.get("PATH", "")),
         update_interval=number("PILOT_STARTD_UPDATE_INTERVAL"),
+        x509_user_proxy=environ.get("X509_USER_PROXY") or None,
+        x509_cert_dir=environ.get("X509_CERT_DIR") or None,
     )
 
 

@@ -213,6 +213,43 @@ def test_x509_proxy_expiring_before_the_walltime(drone_env, scratch_base, tmp_pa
     assert run_pilot(drone_env).returncode == 0
 
 
+def test_x509_proxy_lifetime_is_the_earliest_end_in_its_chain(drone_env, scratch_base, tmp_path):
+    """A proxy outliving the certificate that signed it is only as good as that one."""
+    if shutil.which("openssl") is None:
+        service_missing("openssl is not installed (it makes the test certificates)")
+
+    def openssl(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=user",
+            "-keyout", str(tmp_path / "user.key"), "-out", str(tmp_path / "user.pem"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=user/CN=proxy",
+            "-keyout", str(tmp_path / "proxy.key"), "-out", str(tmp_path / "proxy.csr"))
+    openssl("x509", "-req", "-days", "30", "-in", str(tmp_path / "proxy.csr"),
+            "-CA", str(tmp_path / "user.pem"), "-CAkey", str(tmp_path / "user.key"),
+            "-set_serial", "7", "-out", str(tmp_path / "proxy.pem"))
+    proxy = tmp_path / "x509up"
+    # the order of a proxy file: proxy certificate, its key, then the chain
+    proxy.write_text("".join((tmp_path / name).read_text()
+                             for name in ("proxy.pem", "proxy.key", "user.pem")))
+    drone_env["PATH"] = f"{drone_env['PATH']}:{Path(shutil.which('openssl')).parent}"
+    drone_env["PILOT_X509_PROXY"] = str(proxy)
+    drone_env["PILOT_WALLTIME"] = str(3 * 86400)
+    assert_failure(run_pilot(drone_env), 14, "expires within the drone's", scratch_base)
+    drone_env["PILOT_WALLTIME"] = "3600"
+    passed = run_pilot(drone_env)
+    assert passed.returncode == 0, passed.stderr
+    logged = rf"X\.509 proxy {re.escape(str(proxy))} valid for 8[0-9]{{4}} s"
+    assert re.search(logged, passed.stdout)
+
+
+def test_x509_proxy_without_a_certificate(drone_env, scratch_base, tmp_path):
+    proxy = tmp_path / "x509up"
+    proxy.write_text("not a proxy\n")
+    drone_env["PILOT_X509_PROXY"] = str(proxy)
+    assert_failure(run_pilot(drone_env), 14, "holds no certificate", scratch_base)
+
+
 def test_gfal2_check_fails_where_gfal2_is_missing(drone_env, scratch_base):
     drone_env["PILOT_CHECK_GFAL2"] = "true"
     drone_env["PILOT_GFAL2_PYTHON"] = sys.executable  # a python without gfal2

@@ -236,6 +236,14 @@ def test_the_image_configuration_is_read_first_and_jobs_get_the_drone_path():
     config = parse_config(text)
     assert config["STARTER_JOB_ENVIRONMENT"] == '"PATH=/opt/dask/bin:/usr/bin:/bin"'
     assert "UPDATE_INTERVAL = 20" in render_startd_config(settings(update_interval=20))
+    grid = parse_config(render_startd_config(settings(
+        job_path="/opt/dask/bin:/usr/bin", x509_user_proxy="/home/pilot/x509up",
+        x509_cert_dir="/etc/grid-security/certificates",
+    )))
+    assert grid["STARTER_JOB_ENVIRONMENT"] == (
+        '"PATH=/opt/dask/bin:/usr/bin X509_USER_PROXY=/home/pilot/x509up'
+        ' X509_CERT_DIR=/etc/grid-security/certificates"'
+    )
     without = render_startd_config(settings())
     assert "UPDATE_INTERVAL" not in without
     assert "include" not in without and "STARTER_JOB_ENVIRONMENT" not in without
@@ -255,6 +263,7 @@ def test_rendering_is_pure():
         {"walltime": 100, "lifetime_margin": 300},
         {"base_configs": ("/etc/condor/condor_config\nSTART = True",)},
         {"job_path": "/opt/dask/bin:/tmp/$(evil)"},
+        {"x509_user_proxy": "/tmp/x509up X509_CERT_DIR=/evil"},
     ],
 )
 def test_unsound_settings_are_refused(overrides):
@@ -279,6 +288,13 @@ def test_settings_from_the_pilot_environment(tmp_path):
     assert s.token_dir == str(tmp_path / "tokens.d")
     assert s.retire_time == 1_700_000_000 + 7200 - 600
     assert s.start_expression == DASK_WORKER_START
+    assert s.x509_user_proxy is None and s.x509_cert_dir is None
+    # the pilot exports X509_USER_PROXY only once its health check passed
+    checked = settings_from_environment(
+        {**ENVIRONMENT, "X509_USER_PROXY": "/home/pilot/x509up", "X509_CERT_DIR": "/certs"},
+        tmp_path,
+    )
+    assert (checked.x509_user_proxy, checked.x509_cert_dir) == ("/home/pilot/x509up", "/certs")
     with pytest.raises(StartdConfigError, match="TardisDroneCores"):
         settings_from_environment(
             {k: v for k, v in ENVIRONMENT.items() if k != "TardisDroneCores"}, tmp_path
