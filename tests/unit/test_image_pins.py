@@ -36,11 +36,11 @@ COUNTERPARTS = {
     "python3-gfal2-util": "python3-gfal2-util",
     "gfal2-util-scripts": "gfal2-util-scripts",
     "xrootd-client": "xrootd-client",
+    "voms-clients": "voms-clients-cpp",
 }
 # In one image only, each with the reason.
 TEST_IMAGE_ONLY = {
     "python-is-python3": "gfal-copy falls back to /usr/bin/python; Debian has none without it",
-    "voms-clients": "grid tests make VOMS proxies in the image; a site's come with the job",
 }
 DRONE_DEF_ONLY = {
     "dnf-plugins-core": "repository set-up",
@@ -49,6 +49,21 @@ DRONE_DEF_ONLY = {
     "python3.11-pip": "the test image carries the client's own Python instead",
     "which": "Debian's is in an essential package",
     "osg-ca-certs": "IGTF CAs; the tests make their own CA",
+}
+
+
+# What a task needs to reach grid storage from a drone (issue 14), by the package that
+# provides it in each image: (Debian 13 test image, AlmaLinux 9 drone.def).
+GRID_TOOLS = {
+    "gfal2 library": ("gfal2", "gfal2-all"),
+    "gfal2 XRootD plugin": ("gfal2-plugin-xrootd", "gfal2-all"),
+    "gfal2 HTTP/WebDAV plugin": ("gfal2-plugin-http", "gfal2-all"),
+    "gfal2 file plugin": ("gfal2-plugin-file", "gfal2-all"),
+    "gfal2 Python bindings (the pilot's health check)": ("python3-gfal2", "python3-gfal2-util"),
+    "gfal-copy, gfal-ls, gfal-cat (tardis_sge_dask.grid)": ("gfal2-util-scripts",
+                                                            "gfal2-util-scripts"),
+    "XRootD client and its GSI plugin": ("xrootd-client", "xrootd-client"),
+    "VOMS clients (voms-proxy-info, voms-proxy-init)": ("voms-clients", "voms-clients-cpp"),
 }
 
 
@@ -82,7 +97,8 @@ def test_image_has_what_the_pilot_needs():
     text = DEFINITION.read_text()
     assert re.search(r"^From: almalinux:9\s*$", text, re.MULTILINE)
     for package in ("condor", "gfal2-all", "gfal2-util-scripts", "python3-gfal2-util",
-                    "xrootd-client", "ca-certificates", "tini", "epel-release"):
+                    "xrootd-client", "voms-clients-cpp", "ca-certificates", "tini",
+                    "epel-release"):
         assert re.search(rf"(^|\s){re.escape(package)}(\s|$)", text), package
     assert "--set-enabled crb" in text
     assert "htcondor-release-current.el9" in text
@@ -148,3 +164,18 @@ def test_the_htcondor_series_of_both_images_are_the_ones_documented():
     readme = TEST_IMAGE_README.read_text()
     assert f"HTCondor {test_series}" in readme
     assert f"HTCondor {production.group(1)}" in readme
+
+
+def test_both_images_carry_the_grid_tools():
+    """gfal2 with its XRootD, HTTP and file plugins, the gfal scripts, XRootD's client and
+    the VOMS clients, in both images; tests/integration/test_grid_data.py runs them."""
+    debian = set(build_script_assignment("DRONE_PACKAGES").split())
+    alma = drone_def_packages()
+    for tool, (debian_package, alma_package) in GRID_TOOLS.items():
+        assert debian_package in debian, f"the test image lacks {tool} ({debian_package})"
+        assert alma_package in alma, f"drone.def lacks {tool} ({alma_package})"
+        assert COUNTERPARTS[debian_package] == alma_package, tool
+    readme = TEST_IMAGE_README.read_text()
+    grid_row = next(line for line in readme.splitlines() if line.startswith("| grid tools"))
+    for _, alma_package in GRID_TOOLS.values():
+        assert alma_package in grid_row, f"the README's grid tools row lacks {alma_package}"
