@@ -1,9 +1,10 @@
 """``create_composite_pool`` that knows this package's adapters.
 
 TARDIS resolves ``adapter: X`` by importing ``tardis.adapters.sites.x`` and has no plugin
-hook (DESIGN.md §3). This factory resolves the package's own adapter names first and
-falls back to TARDIS's import rule for everything else, so ``adapter: SGE`` and
-``adapter: Slurm`` (TARDIS's own) work side by side in one configuration::
+hook. This factory resolves the package's own adapter names first (from
+:mod:`tardis_sge_dask.registry`) and falls back to TARDIS's import rule for everything
+else, so ``adapter: SGE`` and ``adapter: Slurm`` (TARDIS's own) work side by side in one
+configuration::
 
     pipeline:
       - !DaskDemandController {...}
@@ -28,35 +29,25 @@ from tardis.agents.siteagent import SiteAgent
 from tardis.configuration.configuration import Configuration
 from tardis.resources.poolfactory import create_drone, get_drones_to_restore, load_plugins
 
+from .registry import (
+    BATCH_SYSTEMS,
+    SITE_ADAPTERS,
+    TARDIS_BATCH_SYSTEMS,
+    TARDIS_SITE_ADAPTERS,
+    load_reference,
+)
 from .sites.settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.poolfactory")
 
-#: adapter name in the configuration -> "module:class"
-SITE_ADAPTERS: dict[str, str] = {
-    "SGE": "tardis_sge_dask.sites.sge:SGEAdapter",
-    "SlurmBatch": "tardis_sge_dask.sites.slurm:SlurmBatchAdapter",
-    "Local": "tardis_sge_dask.sites.local:LocalAdapter",
-}
-BATCH_SYSTEM_ADAPTERS: dict[str, str] = {
-    "Dask": "tardis_sge_dask.batchsystems.dask:DaskAdapter",
-    "HTCondorOverlay": "tardis_sge_dask.batchsystems.htcondor:HTCondorOverlayAdapter",
-}
-
-
-def _load(reference: str) -> type:
-    module, _, name = reference.partition(":")
-    return getattr(import_module(module), name)
-
-
 def site_adapter_class(name: str) -> type:
     """The class behind ``adapter: <name>`` of a site."""
     if name in SITE_ADAPTERS:
-        return _load(SITE_ADAPTERS[name])
+        return SITE_ADAPTERS[name].load()
     try:
         return getattr(import_module(f"tardis.adapters.sites.{name.lower()}"), f"{name}Adapter")
     except (ImportError, AttributeError):
-        known = sorted({*SITE_ADAPTERS, "HTCondor", "Slurm", "Moab", "OpenStack", "CloudStack"})
+        known = sorted({*SITE_ADAPTERS, *TARDIS_SITE_ADAPTERS})
         raise SiteConfigError(
             "tardis.Sites[].adapter", f"unknown site adapter {name!r}; known: {', '.join(known)}"
         ) from None
@@ -64,14 +55,14 @@ def site_adapter_class(name: str) -> type:
 
 def batch_system_adapter_class(name: str) -> type:
     """The class behind ``BatchSystem: adapter: <name>``."""
-    if name in BATCH_SYSTEM_ADAPTERS:
-        return _load(BATCH_SYSTEM_ADAPTERS[name])
+    if name in BATCH_SYSTEMS:
+        return BATCH_SYSTEMS[name].load()
     try:
         return getattr(
             import_module(f"tardis.adapters.batchsystems.{name.lower()}"), f"{name}Adapter"
         )
     except (ImportError, AttributeError):
-        known = sorted({*BATCH_SYSTEM_ADAPTERS, "HTCondor", "Slurm", "FakeBatchSystem"})
+        known = sorted({*BATCH_SYSTEMS, *TARDIS_BATCH_SYSTEMS})
         raise SiteConfigError(
             "tardis.BatchSystem.adapter",
             f"unknown batch system adapter {name!r}; known: {', '.join(known)}",
@@ -80,7 +71,7 @@ def batch_system_adapter_class(name: str) -> type:
 
 def _factory_pool_class() -> Callable[..., Any]:
     try:
-        return _load("tardis_sge_dask.pool:ElasticFactoryPool")
+        return load_reference("tardis_sge_dask.pool:ElasticFactoryPool")
     except (ImportError, AttributeError):
         from cobald.composite.factory import FactoryPool
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from tardis.utilities.attributedict import AttributeDict
 
 from .configfile import install_tardis_configuration, load, tardis_section
-from .poolfactory import batch_system_adapter_class, site_adapter_class
+from .poolfactory import batch_system_adapter_class
+from .registry import SITE_ADAPTERS
 
 #: variable names whose values are secrets (paths to secrets are not: *_FILE, *_PATH, *_DIR)
 _SECRET_NAME = re.compile(
@@ -92,12 +93,14 @@ def render(
         machine_types_config = tardis[site].setdefault("MachineTypeConfiguration", {})
         machine_types_config.setdefault(machine_type, {})["StartupCommand"] = pilot
     install_tardis_configuration(tardis)
-    adapter_class = site_adapter_class(str(sites[site]["adapter"]))
-    if not hasattr(adapter_class, "render_submission"):
+    entry = SITE_ADAPTERS.get(str(sites[site]["adapter"]))
+    if entry is None or not entry.renders_job_script:
+        renderers = [name for name, known in SITE_ADAPTERS.items() if known.renders_job_script]
         raise RenderError(
-            f"adapter {sites[site]['adapter']} is TARDIS's own and renders nothing;"
-            " render works for SGE, SlurmBatch and Local"
+            f"adapter {sites[site]['adapter']} renders nothing;"
+            f" render works for {', '.join(renderers)}"
         )
+    adapter_class = entry.load()
     adapter = adapter_class(machine_type=machine_type, site_name=site)
     batch_system = tardis.get("BatchSystem") or {}
     overlay = batch_system_adapter_class(str(batch_system.get("adapter")))()

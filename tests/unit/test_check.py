@@ -130,7 +130,7 @@ BROKEN = [
         "dask-without-address",
         _delete(lambda d: tardis(d)["BatchSystem"], "scheduler_address"),
         "tardis.BatchSystem.scheduler_address:",
-        "missing or not an address",
+        "missing (required)",
     ),
     (
         "machine-type-without-metadata",
@@ -183,14 +183,26 @@ BROKEN = [
     (
         "unreadable-ssh-key",
         _set(
-            local,
-            "executor",
+            _controller,
+            "source",
             Tagged(
-                "TardisSSHExecutor", {"host": "submit.example", "client_keys": ["/nonexistent/id"]}
+                "CondorQueueDemand",
+                {
+                    "executor": Tagged(
+                        "TardisSSHExecutor",
+                        {"host": "submit.example", "client_keys": ["/nonexistent/id"]},
+                    )
+                },
             ),
         ),
-        "tardis.Local.executor.client_keys[0]:",
+        "(!CondorQueueDemand).executor.client_keys[0]:",
         "SSH key /nonexistent/id does not exist",
+    ),
+    (
+        "executor-on-local",
+        _set(local, "executor", Tagged("TardisShellExecutor", {})),
+        "tardis.Local.executor:",
+        "unknown key for adapter Local",
     ),
     (
         "unreadable-token",

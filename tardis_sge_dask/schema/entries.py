@@ -1,0 +1,41 @@
+"""``tardis.Sites`` entries: TARDIS's own model, which the daemon applies at every drone.
+
+Reused rather than copied, so ``check`` refuses exactly what TARDIS refuses at start
+(``drone_minimum_lifetime: 0``, ``quota: 0``); only what TARDIS lets through but a
+batch system cannot take is added (a name with a comma or a line break becomes part of
+every job name and ``-v`` list; a quota of 2.5 cores would silently become 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import validator
+from tardis.interfaces.siteadapter import SiteConfigurationModel
+
+from .types import PlainName
+
+
+class SiteEntry(SiteConfigurationModel):
+    class Config:
+        fields = {
+            "name": {"description": "the site's name; its section is tardis.<name>"},
+            "adapter": {"description": "SGE, SlurmBatch, Local or one of TARDIS's adapters"},
+            "quota": {"description": "cores all drones of the site may hold (-1: no limit)"},
+            "drone_minimum_lifetime": {
+                "description": "whole seconds > 0 after which an Available drone is drained"
+            },
+            "drone_heartbeat_interval": {"description": "whole seconds between status checks"},
+        }
+
+    @validator("name", pre=True)
+    def _plain_name(cls, value: Any) -> str:  # noqa: N805
+        return PlainName.validate(value)
+
+    @validator("quota", pre=True)
+    def _whole_cores(cls, value: Any) -> Any:  # noqa: N805
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value == 0
+        ):
+            raise ValueError(f"expected a whole number of cores (not 0), got {value!r}")
+        return value

@@ -1,0 +1,187 @@
+"""Value types of the configuration schema, each with the one-line message a wrong value gets.
+
+pydantic's own coercion is too lenient for a configuration (``2.5`` cores became ``2``,
+``"yes"`` became true), so every type here accepts only what the adapters really read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from ..sites.settings import SiteConfigError, parse_walltime
+from ..sites.values import control_character_problem
+
+#: a name the shell and every batch system's ``-v``/``--export`` take as a variable
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: characters that split a batch system's option lists or start a new job-script line
+SEPARATORS = (",", "\n", "\r", "\0")
+
+
+class KeyProblem(ValueError):
+    """A cross-key rule broken at ``key`` (relative to the validated section)."""
+
+    def __init__(self, key: str, problem: str, fix: str = ""):
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+
+def control_characters(text: str) -> str | None:
+    """Why ``text`` cannot reach a job script or a command line, or None."""
+    # the adapters refuse the same characters at start: one rule for both
+    return control_character_problem(text)
+
+
+class _Type:
+    @classmethod
+    def __get_validators__(cls) -> Iterator[Callable[..., Any]]:
+        yield cls.validate
+
+    @classmethod
+    def validate(cls, value: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class Number(_Type):
+    """A plain number (ints and floats, never bools or strings), with a lower bound."""
+
+    minimum: ClassVar[float | None] = None
+    above: ClassVar[float | None] = None
+    whole: ClassVar[bool] = False
+
+    @classmethod
+    def validate(cls, value: Any) -> Any:
+        if not _is_number(value) or (cls.whole and not isinstance(value, int)):
+            kind = (
+                "a whole number"
+                if cls.whole
+                else "a positive number"
+                if cls.above == 0
+                else "a number"
+            )
+            raise ValueError(f"expected {kind}, got {value!r}")
+        if cls.minimum is not None and value < cls.minimum:
+            raise ValueError(f"expected a number >= {cls.minimum:g}, got {value!r}")
+        if cls.above == 0 and value <= 0:
+            raise ValueError(f"expected a positive number, got {value!r}")
+        if cls.above is not None and value <= cls.above:
+            raise ValueError(f"expected a number > {cls.above:g}, got {value!r}")
+        return value
+
+
+def number(*, minimum: float | None = None, above: float | None = None, whole: bool = False):
+    return type("Number", (Number,), {"minimum": minimum, "above": above, "whole": whole})
+
+
+NonNegative = number(minimum=0)
+Positive = number(above=0)
+WholePositive = number(minimum=1, whole=True)
+
+
+class Flag(_Type):
+    @classmethod
+    def validate(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+
+
+class Text(_Type):
+    """A non-empty scalar that may reach a command line: no control characters."""
+
+    @classmethod
+    def validate(cls, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            raise ValueError(f"expected a non-empty string, got {value!r}")
+        why = control_characters(str(value))
+        if why:
+            raise ValueError(why)
+        return str(value)
+
+
+class PlainName(_Type):
+    """A site or machine-type name: it becomes a job name, a queue or a ``-v`` value."""
+
+    @classmethod
+    def validate(cls, value: Any) -> str:
+        text = Text.validate(value)
+        if any(char in text for char in SEPARATORS):
+            raise ValueError(f"must not contain a comma, a newline or a CR: {text!r}")
+        return text
+
+
+class TextList(_Type):
+    @classmethod
+    def validate(cls, value: Any) -> list[str]:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list of strings (one argument each), got {value!r}")
+        return [Text.validate(item) for item in value]
+
+
+class Walltime(_Type):
+    """Seconds, or ``[[H:]M:]S``; parsed by the same function the adapters use."""
+
+    @classmethod
+    def validate(cls, value: Any) -> int:
+        try:
+            return parse_walltime(value, "Walltime")
+        except SiteConfigError as err:
+            raise ValueError(err.problem) from None
+
+
+class Address(_Type):
+    @classmethod
+    def validate(cls, value: Any) -> str:
+        if not isinstance(value, str) or "://" not in value:
+            raise ValueError(f"missing or not an address: {value!r}")
+        return value
+
+
+#: executor tags of COBalD/TARDIS YAML files
+EXECUTOR_TAGS = (
+    "TardisShellExecutor",
+    "TardisSSHExecutor",
+    "TardisDupingSSHExecutor",
+    "ShellExecutor",
+    "SSHExecutor",
+    "DupingSSHExecutor",
+)
+
+
+class Executor(_Type):
+    """``!TardisShellExecutor {}`` / ``!TardisSSHExecutor {...}`` in a file, the built
+    executor in the daemon."""
+
+    @classmethod
+    def validate(cls, value: Any) -> Any:
+        from ..configfile import Tagged
+
+        if isinstance(value, Tagged):
+            if value.tag not in EXECUTOR_TAGS:
+                raise ValueError(f"not an executor: !{value.tag}")
+            return value
+        if value is None or hasattr(value, "run_command"):
+            return value
+        raise ValueError(f"not an executor: {value!r}")
+
+
+class Environment(_Type):
+    """``NAME: value`` for the job script; the pilot's own rules apply to the merged one."""
+
+    @classmethod
+    def validate(cls, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping NAME: value, got {value!r}")
+        from .pilot import PilotEnvironment
+
+        names = PilotEnvironment.plain_values(value)
+        return names
