@@ -193,6 +193,14 @@ class BatchSiteAdapter(SiteAdapter):
         """Whether a failed removal means the job no longer exists."""
         return False
 
+    async def job_exists(self, job_id: str) -> bool:
+        """Whether the batch system still has a job its listing left out.
+
+        Asked before a job missing from the listing is declared gone; a dialect whose
+        accounting already tells a live job from an ended one (SLURM's sacct) keeps this.
+        """
+        return False
+
     async def stop_resource(self, resource_attributes: AttributeDict) -> None:
         """Graceful stop; dialects whose removal is not graceful override this."""
         await self.terminate_resource(resource_attributes)
@@ -358,6 +366,18 @@ class BatchSiteAdapter(SiteAdapter):
     ) -> ResourceStatus:
         if job_id in self._ended:
             return self._ended[job_id]
+        if await self.job_exists(job_id):
+            # the listing left out a live job (a mangled or partial answer): declaring it
+            # gone would leave its batch job running, untracked
+            logger.warning(
+                "%s: missing from the %s listing, but the batch system still has the job;"
+                " keeping the drone's state",
+                self.describe(resource_attributes),
+                self.batch_system,
+            )
+            raise TardisResourceStatusUpdateFailed(
+                f"job {job_id} is missing from the listing, but {self.batch_system} still has it"
+            )
         record = await self._accounting(job_id)
         if record is not None:
             level = logging.WARNING if record.failed else logging.INFO
@@ -452,6 +472,11 @@ class BatchSiteAdapter(SiteAdapter):
     def listing_calls(self) -> int:
         """How many listing commands the site has run (for benchmarks)."""
         return self._listing.calls
+
+
+def is_job_id(text: str) -> bool:
+    """A batch job number: ASCII digits only (``str.isdigit`` also takes ``²`` and ``٣``)."""
+    return text.isascii() and text.isdigit()
 
 
 def check_plain(value: str, what: str) -> str:

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.interfaces.siteadapter import ResourceStatus
 
-from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo, OutputError, check_plain
+from .batchsite import (
+    AccountingRecord,
+    BatchSiteAdapter,
+    JobInfo,
+    OutputError,
+    check_plain,
+    is_job_id,
+)
 from .settings import SiteConfigError
 
 # Grid Engine reports a state as a combination of letters (qstat(1)). The common
@@ -124,7 +131,7 @@ class SGEAdapter(BatchSiteAdapter):
 
     def parse_job_id(self, stdout: str) -> str:
         job_id = stdout.strip()
-        if not job_id.isdigit():
+        if not is_job_id(job_id):
             raise OutputError(f"qsub -terse printed {stdout.strip()[:200]!r}, not a job id")
         return job_id
 
@@ -132,22 +139,36 @@ class SGEAdapter(BatchSiteAdapter):
         return ["qstat", "-xml"]
 
     def parse_listing(self, stdout: str) -> dict[str, JobInfo]:
+        # A drone missing from the listing is looked up in the accounting and may end up
+        # declared gone, so anything but the exact shape of a qstat -xml answer is refused:
+        # <job_info> holding one <queue_info> (running) and one <job_info> (pending), each
+        # holding only <job_list> entries.
         try:
             root = ElementTree.fromstring(stdout)
         except ElementTree.ParseError as err:
             raise OutputError(f"qstat -xml printed unreadable XML ({err})") from err
         if root.tag != "job_info":
             raise OutputError(f"qstat -xml printed <{root.tag}>, not <job_info>")
-        jobs: dict[str, JobInfo] = {}
-        for entry in root.iter("job_list"):
-            job_id = (entry.findtext("JB_job_number") or "").strip()
-            state = (entry.findtext("state") or "").strip()
-            if not job_id.isdigit() or not state:
-                raise OutputError("qstat -xml listed a job without a number or state")
-            # array tasks share a number; a drone is never an array, first entry wins
-            jobs.setdefault(
-                job_id, JobInfo(job_id, state, (entry.findtext("JB_name") or "").strip())
+        sections = [child.tag for child in root]
+        if sections != ["queue_info", "job_info"]:
+            raise OutputError(
+                f"qstat -xml printed <job_info> holding {sections}, not [queue_info, job_info]"
             )
+        jobs: dict[str, JobInfo] = {}
+        for section in root:
+            if (section.text or "").strip():
+                raise OutputError(f"qstat -xml printed text inside <{section.tag}>")
+            for entry in section:
+                if entry.tag != "job_list":
+                    raise OutputError(f"qstat -xml printed <{entry.tag}> inside <{section.tag}>")
+                job_id = (entry.findtext("JB_job_number") or "").strip()
+                state = (entry.findtext("state") or "").strip()
+                if not is_job_id(job_id) or not state:
+                    raise OutputError("qstat -xml listed a job without a number or state")
+                # array tasks share a number; a drone is never an array, first entry wins
+                jobs.setdefault(
+                    job_id, JobInfo(job_id, state, (entry.findtext("JB_name") or "").strip())
+                )
         return jobs
 
     def translate_state(self, state: str) -> ResourceStatus | None:
@@ -185,3 +206,17 @@ class SGEAdapter(BatchSiteAdapter):
 
     def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
         return "does not exist" in (failure.stderr or "") + (failure.stdout or "")
+
+    async def job_exists(self, job_id: str) -> bool:
+        # qstat -j exits 1 both for a job that does not exist and for a qmaster it cannot
+        # reach (measured on SGE 8.1.9): only the "do not exist" answer naming this job
+        # confirms it is gone, any other failure is retried
+        try:
+            await self.run(["qstat", "-j", job_id])
+        except CommandExecutionFailure as failure:
+            text = (failure.stderr or "") + (failure.stdout or "")
+            head, _, named = text.partition("Following jobs do not exist")
+            if named and job_id in named.replace(":", " ").split():
+                return False
+            raise
+        return True

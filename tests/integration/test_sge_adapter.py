@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 from tardis.utilities.executors.sshexecutor import SSHExecutor
 
+from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tests.helpers import sge as qstat
 from tests.helpers.daemon import PILOT, unique_site
@@ -59,18 +62,59 @@ async def test_drone_lifecycle_on_real_grid_engine(sge, tmp_path):
 async def test_hostile_values_reach_grid_engine_verbatim(sge, tmp_path):
     site = unique_site("itsge")
     canary = tmp_path / "canary"
-    hostile = f"$(touch {canary});`touch {canary}`\n'\""
-    adapter = sge_adapter(site, ShellExecutor(), ExtraOptions=["-ac", f"note={hostile}"])
+    hostile = f"$(touch {canary});`touch {canary}`'\""
+    adapter = sge_adapter(
+        site,
+        ShellExecutor(),
+        ExtraOptions=["-ac", f"note={hostile}"],
+        # qsub reads lines of the script beginning with #$ as options: inside the quoted
+        # export this one must stay a value, or the drone becomes an array of three jobs
+        JobEnvironment={"PILOT_NOTE": "#$ -t 1-3"},
+    )
     attributes = drone(f"{site}-0123456789")
     attributes.update(await adapter.deploy_resource(attributes))
     try:
+        details = qstat.details(attributes.remote_resource_uuid)
         context = {
             item.findtext("VA_variable"): item.findtext("VA_value")
-            for item in qstat.details(attributes.remote_resource_uuid).iter("context_list")
+            for item in details.iter("context_list")
         }
         # Grid Engine splits -ac values at commas only; the rest arrives untouched
-        assert any(hostile.split("\n")[0] in (value or "") for value in context.values()) or context
+        assert any(hostile in (value or "") for value in context.values()) or context
         assert not canary.exists()
+        plain = subprocess.run(
+            ["qstat", "-j", attributes.remote_resource_uuid], capture_output=True, text=True
+        ).stdout
+        assert "job-array tasks" not in plain, "the drone became an array job"
+    finally:
+        qstat.delete(site)
+
+
+async def test_a_line_break_never_reaches_qsub(sge, tmp_path):
+    site = unique_site("itsge")
+    with pytest.raises(SiteConfigError, match="JobEnvironment.PILOT_TOKEN_FILE: contains"):
+        sge_adapter(site, ShellExecutor(), JobEnvironment={"PILOT_TOKEN_FILE": "/t\n#$ -t 1-3"})
+    assert qstat.jobs(site) == {}
+
+
+async def test_a_live_job_left_out_of_the_listing_is_never_declared_gone(sge, tmp_path):
+    site = unique_site("itsge")
+    adapter = sge_adapter(site, ShellExecutor())
+    adapter.site_settings = dataclasses.replace(adapter.site_settings, accounting_grace=0)
+    attributes = drone(f"{site}-0123456789")
+    attributes.update(await adapter.deploy_resource(attributes))
+    try:
+        real_listing = adapter.parse_listing
+        # a valid but empty qstat -xml answer, as a qmaster in trouble may give
+        adapter.parse_listing = lambda stdout: {}
+        for _ in range(2):
+            with pytest.raises(TardisResourceStatusUpdateFailed, match="still has it"):
+                await adapter.resource_status(attributes)
+        assert attributes.remote_resource_uuid in qstat.jobs(site)
+        adapter.parse_listing = real_listing
+        qstat.delete(site)
+        # once Grid Engine really has no such job, qstat -j confirms it and the drone goes
+        await status_until(adapter, attributes, ResourceStatus.Deleted)
     finally:
         qstat.delete(site)
 

@@ -13,6 +13,7 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed,
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
+from tardis_sge_dask.sites.batchsite import OutputError
 from tardis_sge_dask.sites.jobscript import JobScriptError, render_job_script
 from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.sge import SGEAdapter
@@ -243,7 +244,7 @@ async def test_listed_job_reports_its_state(pilot):
 async def test_finished_job_is_found_in_the_accounting(pilot):
     executor = RecordingExecutor(
         {
-            "qstat": (SGE / "qstat-empty.xml").read_text(),
+            "qstat": qstat_answers((SGE / "qstat-empty.xml").read_text(), JOB_UNKNOWN),
             "qacct": (SGE / "qacct-exit3.txt").read_text(),
         }
     )
@@ -257,7 +258,8 @@ async def test_finished_job_is_found_in_the_accounting(pilot):
 
 async def test_job_without_accounting_record_is_gone_only_after_the_grace(pilot):
     unknown = failure((SGE / "qacct-unknown.stderr").read_text())
-    executor = RecordingExecutor({"qstat": (SGE / "qstat-empty.xml").read_text(), "qacct": unknown})
+    listing = (SGE / "qstat-empty.xml").read_text()
+    executor = RecordingExecutor({"qstat": qstat_answers(listing, JOB_UNKNOWN), "qacct": unknown})
     adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 3600})
     with pytest.raises(TardisResourceStatusUpdateFailed):
         await adapter.resource_status(drone(job_id="99999"))
@@ -394,3 +396,91 @@ async def test_a_drone_uuid_with_a_control_character_never_reaches_qsub(pilot):
         with adapter.handle_exceptions():
             await adapter.deploy_resource(drone(uuid="testsite-0123456789\x0b#$ -t 1-9"))
     assert not any(command.startswith("qsub") for command, _ in executor.commands)
+
+
+def qstat_answers(listing: str, job: CommandExecutionFailure | str):
+    """``qstat -xml`` answers the listing, ``qstat -j ID`` the job (a failure or its text)."""
+
+    def answer(command: str):
+        if " -j " not in command:
+            return listing
+        if job is JOB_UNKNOWN:  # the recorded answer, naming the job asked about
+            return failure(JOB_UNKNOWN.stderr.replace("99999", command.split()[-1]))
+        return job
+
+    return answer
+
+
+JOB_UNKNOWN = failure((SGE / "qstat-j-unknown.stderr").read_text())
+QMASTER_UNREACHABLE = failure((SGE / "qstat-j-unreachable.stderr").read_text())
+
+
+@pytest.mark.parametrize("qacct", ["unknown", "exit3"])
+async def test_a_job_missing_from_the_listing_that_qstat_j_still_knows_is_never_gone(pilot, qacct):
+    # a valid but empty listing (e.g. a qmaster answering in the middle of a restart):
+    # neither "no accounting record" nor an older record of the same id may declare the
+    # drone gone while Grid Engine still has its job
+    executor = RecordingExecutor(
+        {
+            "qstat": qstat_answers((SGE / "qstat-empty.xml").read_text(), "job_number: 99999"),
+            "qacct": failure((SGE / "qacct-unknown.stderr").read_text())
+            if qacct == "unknown"
+            else (SGE / "qacct-exit3.txt")
+            .read_text()
+            .replace("jobnumber    11", "jobnumber 99999"),
+        }
+    )
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    for _ in range(3):
+        with pytest.raises(TardisResourceStatusUpdateFailed, match="sge still has it"):
+            await adapter.resource_status(drone(job_id="99999"))
+    assert "qstat -j 99999" in [command for command, _ in executor.commands]
+
+
+async def test_a_job_qstat_j_does_not_know_is_gone_after_the_grace(pilot):
+    executor = RecordingExecutor(
+        {
+            "qstat": qstat_answers((SGE / "qstat-empty.xml").read_text(), JOB_UNKNOWN),
+            "qacct": failure((SGE / "qacct-unknown.stderr").read_text()),
+        }
+    )
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    status = await adapter.resource_status(drone(job_id="99999"))
+    assert status.resource_status is ResourceStatus.Deleted
+
+
+async def test_an_unreachable_qmaster_never_confirms_a_job_gone(pilot):
+    # qstat -j exits 1 for an unknown job, and also when it cannot reach the qmaster
+    executor = RecordingExecutor(
+        {
+            "qstat": qstat_answers((SGE / "qstat-empty.xml").read_text(), QMASTER_UNREACHABLE),
+            "qacct": failure((SGE / "qacct-unknown.stderr").read_text()),
+        }
+    )
+    adapter = adapter_with(pilot, executor=executor, site_keys={"accounting_grace": 0})
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="99999"))
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "<job_info></job_info>",
+        "<?xml version='1.0'?><job_info><queue_info/></job_info>",
+        "<job_info><queue_info/><job_info/><job_info/></job_info>",
+        "<job_info><queue_info/><job_info/><unknown_jobs/></job_info>",
+        "<job_info><queue_info><job_list/></queue_info><job_info/></job_info>",
+        "<job_info><queue_info><job/></queue_info><job_info/></job_info>",
+        "<job_info><queue_info/><job_info><job_list><JB_job_number>٣</JB_job_number>"
+        "<state>qw</state></job_list></job_info></job_info>",
+        "<job_info><queue_info/><job_info>text</job_info></job_info>",
+    ],
+)
+def test_xml_that_is_not_a_qstat_answer_is_refused(pilot, stdout):
+    with pytest.raises(OutputError):
+        adapter_with(pilot).parse_listing(stdout)
+
+
+def test_the_real_empty_answer_is_read_as_no_jobs(pilot):
+    assert adapter_with(pilot).parse_listing((SGE / "qstat-empty.xml").read_text()) == {}
