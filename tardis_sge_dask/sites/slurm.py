@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from collections.abc import Mapping
@@ -26,7 +27,14 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.attributedict import AttributeDict
 
-from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo, OutputError, check_plain
+from .batchsite import (
+    AccountingRecord,
+    BatchSiteAdapter,
+    JobInfo,
+    OutputError,
+    check_plain,
+    is_job_id,
+)
 from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.slurm")
@@ -66,6 +74,10 @@ SLURM_STATES: dict[str, ResourceStatus] = {
 FINAL_STATES = frozenset(
     state for state, status in SLURM_STATES.items() if status is ResourceStatus.Deleted
 ) - {"COMPLETING", "STAGE_OUT"}
+
+#: squeue ids of array tasks (``21_3``, pending ``22_[1-10%2]``) and het job components
+#: (``23+1``): jobs of the drone account that are never drones, see squeue(1) ``%i``
+_FOREIGN_JOB_ID = re.compile(r"[0-9]+(?:_(?:[0-9]+|\[[0-9,%.\-]+\]?)|\+[0-9]+)")
 
 #: PATH of the job (and of sbatch) under ``Export: clean``
 DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -186,7 +198,7 @@ class SlurmBatchAdapter(BatchSiteAdapter):
     def parse_job_id(self, stdout: str) -> str:
         # "id" or, on a multi-cluster setup, "id;cluster"
         job_id = stdout.strip().split(";", 1)[0]
-        if not job_id.isdigit():
+        if not is_job_id(job_id):
             raise OutputError(f"sbatch --parsable printed {stdout.strip()[:200]!r}, not a job id")
         return job_id
 
@@ -204,8 +216,12 @@ class SlurmBatchAdapter(BatchSiteAdapter):
             if len(fields) != 3 or not fields[0].strip() or not fields[1].strip():
                 raise OutputError(f"squeue printed {line[:200]!r}, not id|state|name")
             job_id, state, name = (field.strip() for field in fields)
-            if not state.replace("_", "").isalpha() or not state.isupper():
+            if not state.replace("_", "").isalpha() or not state.isupper() or not state.isascii():
                 raise OutputError(f"squeue printed {line[:200]!r}: {state!r} is not a state")
+            if not is_job_id(job_id):
+                if _FOREIGN_JOB_ID.fullmatch(job_id) and job_id.isascii():
+                    continue  # an array task or het job component: never a drone
+                raise OutputError(f"squeue printed {line[:200]!r}: {job_id!r} is not a job id")
             jobs.setdefault(job_id, JobInfo(job_id, state, name))
         return jobs
 
@@ -225,7 +241,11 @@ class SlurmBatchAdapter(BatchSiteAdapter):
         rows = [line.split("|") for line in stdout.splitlines() if line.strip()]
         if any(len(row) != 3 for row in rows):
             raise OutputError(f"sacct -P printed {stdout.strip()[:200]!r}, not id|state|exit")
-        rows = [row for row in rows if row[0] == job_id]
+        # -X -j ID answers about that job only: a row about another one means the output
+        # is not what was asked for, and must not decide this drone's fate
+        others = sorted({row[0] for row in rows if row[0] != job_id})
+        if others:
+            raise OutputError(f"sacct -j {job_id} answered about job(s) {', '.join(others)[:200]}")
         if not rows:
             return None
         # a job id reused after an unclean slurmctld stop has several rows: the last counts

@@ -13,6 +13,7 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed,
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
+from tardis_sge_dask.sites.batchsite import OutputError
 from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.sites.slurm import DEFAULT_JOB_PATH, SLURM_STATES, SlurmBatchAdapter
 from tests.conftest import FIXTURES
@@ -491,3 +492,46 @@ async def test_other_scancel_failures_are_retried(pilot):
     with pytest.raises(TardisResourceStatusUpdateFailed):
         with adapter.handle_exceptions():
             await adapter.stop_resource(drone(job_id="2"))
+
+
+@pytest.mark.parametrize("stdout", ["٣٣", "1²", "٣;cluster", "+12"])
+def test_sbatch_ids_are_ascii_digits(pilot, stdout):
+    with pytest.raises(OutputError):
+        adapter_with(pilot).parse_job_id(stdout)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["٣|RUNNING|x", "1²|RUNNING|x", "abc|RUNNING|x", "12 13|RUNNING|x", "12_|PENDING|x"],
+)
+def test_squeue_ids_are_checked(pilot, line):
+    with pytest.raises(OutputError):
+        adapter_with(pilot).parse_listing(f"{fixture('squeue-states.txt')}{line}\n")
+
+
+def test_array_and_het_jobs_of_the_same_user_are_read_and_left_alone(pilot):
+    # squeue --me lists every job of the drone account; arrays and het jobs are never drones
+    listing = "21_3|RUNNING|other\n22_[1-10%2]|PENDING|other\n23+1|RUNNING|other\n13|RUNNING|d\n"
+    assert list(adapter_with(pilot).parse_listing(listing)) == ["13"]
+
+
+def test_accounting_rows_about_another_job_are_an_error(pilot):
+    adapter = adapter_with(pilot)
+    with pytest.raises(OutputError):
+        adapter.parse_accounting("10", "11|RUNNING|0:0\n")
+    with pytest.raises(OutputError):
+        adapter.parse_accounting("10", "10|COMPLETED|0:0\n٣|COMPLETED|0:0\n")
+    # a reused id after an unclean slurmctld stop: several rows of the same id
+    record = adapter.parse_accounting("10", "10|FAILED|1:0\n10|COMPLETED|0:0\n")
+    assert record is not None and not record.failed
+
+
+@pytest.mark.parametrize("stdout", ["٣", "1²", "12.0"])
+def test_qsub_ids_are_ascii_digits(tmp_path, stdout):
+    from tardis_sge_dask.sites.sge import SGEAdapter
+
+    pilot = tmp_path / "pilot.sh"
+    pilot.write_text("echo\n")
+    section = site_section(str(pilot), ParallelEnvironment="smp")
+    with pytest.raises(OutputError):
+        make_adapter(SGEAdapter, "SGE", section).parse_job_id(stdout)
