@@ -43,10 +43,11 @@ setup(
     },
     entry_points={
         "cobald.config.yaml_constructors": [
-            "StaticDemand = tardis_sge_dask.demand.static:StaticDemand",
-            "DaskDemandController = tardis_sge_dask.demand.controller:DaskDemandController",
-            "CondorQueueDemand = tardis_sge_dask.demand.htcondor:CondorQueueDemand",
-            "DaskSchedulerDemand = tardis_sge_dask.demand.dask_scheduler:DaskSchedulerDemand",
+            # each validates the configuration file first (tardis_sge_dask/tags.py)
+            "StaticDemand = tardis_sge_dask.tags:StaticDemand",
+            "DaskDemandController = tardis_sge_dask.tags:DaskDemandController",
+            "CondorQueueDemand = tardis_sge_dask.tags:CondorQueueDemand",
+            "DaskSchedulerDemand = tardis_sge_dask.tags:DaskSchedulerDemand",
         ],
         "console_scripts": ["tardis-sge-dask = tardis_sge_dask.cli:main"],
     },

@@ -32,8 +32,31 @@ class Tagged:
         return self.value.get(key, default) if isinstance(self.value, dict) else default
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names a key twice; YAML lets the last one win without a word."""
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        # The daemon's loader keeps the last of two equal keys: a second idefix entry
+        # silently sent idefix drones to obelix.q. Refuse it here, where check and the
+        # daemon's start-up validation read the file.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping reports it
+                if first is not key_node:
+                    raise DuplicateKeyError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_tagged(loader: _Loader, suffix: str, node: yaml.Node) -> Tagged:

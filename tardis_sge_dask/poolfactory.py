@@ -37,6 +37,7 @@ from .registry import (
     load_reference,
 )
 from .sites.settings import SiteConfigError
+from .startup import refuse_site_config_error, validate_daemon_configuration
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.poolfactory")
 
@@ -82,6 +83,15 @@ def create_composite_pool(
     configuration: str | None = None, interval: float = 10
 ) -> WeightedComposite:
     """Build TARDIS's pool hierarchy: one factory pool per site and machine type."""
+    validate_daemon_configuration()
+    try:
+        return _create_composite_pool(configuration, interval)
+    except SiteConfigError as err:
+        refuse_site_config_error(err)
+        raise
+
+
+def _create_composite_pool(configuration: str | None, interval: float) -> WeightedComposite:
     configuration = Configuration(configuration)
     batch_system = configuration.BatchSystem
     batch_system_agent = BatchSystemAgent(

@@ -106,7 +106,10 @@ class TardisCheck:
             return
         _, findings = validate(SiteEntry, site, key_path)
         self.report.findings(findings)
-        if not site.get("name") or not site.get("adapter") or findings:
+        broken = {finding.key_path for finding in findings}
+        if {f"{key_path}.name", f"{key_path}.adapter"} & broken:
+            return
+        if not site.get("name") or not site.get("adapter"):
             return
         name, adapter = str(site["name"]), str(site["adapter"])
         entry = SITE_ADAPTERS.get(adapter)
@@ -140,6 +143,8 @@ class TardisCheck:
         hostfiles.executor(self.report, section.get("executor"), f"{prefix}.executor")
         for machine_type in model.MachineTypes:
             config = model.machine_type(machine_type)
+            if config is None:
+                continue
             where = f"{prefix}.MachineTypeConfiguration.{machine_type}"
             if config.StartupCommand is not None:
                 hostfiles.pilot(self.report, config.StartupCommand, f"{where}.StartupCommand")

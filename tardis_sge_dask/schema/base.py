@@ -48,5 +48,7 @@ def keys(model: type[BaseModel]) -> dict[str, ModelField]:
 
 
 def help_of(model: type[BaseModel], key: str) -> str:
+    if key in getattr(model, "key_help", {}):
+        return model.key_help[key]  # type: ignore[attr-defined]
     field = keys(model).get(key)
     return field.field_info.description or "" if field is not None else ""

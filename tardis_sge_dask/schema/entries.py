@@ -8,7 +8,7 @@ every job name and ``-v`` list; a quota of 2.5 cores would silently become 2).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import validator
 from tardis.interfaces.siteadapter import SiteConfigurationModel
@@ -17,16 +17,14 @@ from .types import PlainName
 
 
 class SiteEntry(SiteConfigurationModel):
-    class Config:
-        fields = {
-            "name": {"description": "the site's name; its section is tardis.<name>"},
-            "adapter": {"description": "SGE, SlurmBatch, Local or one of TARDIS's adapters"},
-            "quota": {"description": "cores all drones of the site may hold (-1: no limit)"},
-            "drone_minimum_lifetime": {
-                "description": "whole seconds > 0 after which an Available drone is drained"
-            },
-            "drone_heartbeat_interval": {"description": "whole seconds between status checks"},
-        }
+    #: TARDIS's model has no help texts; these are the fixes ``check`` prints
+    key_help: ClassVar[dict[str, str]] = {
+        "name": "the site's name; its section is tardis.<name>",
+        "adapter": "SGE, SlurmBatch, Local or one of TARDIS's adapters",
+        "quota": "cores all drones of the site may hold together (-1: no limit)",
+        "drone_minimum_lifetime": "whole seconds > 0 after which an Available drone is drained",
+        "drone_heartbeat_interval": "whole seconds between two status checks of a drone",
+    }
 
     @validator("name", pre=True)
     def _plain_name(cls, value: Any) -> str:  # noqa: N805

@@ -149,9 +149,12 @@ class SiteSection(Section):
         30, description="seconds a job may be missing from listing and accounting"
     )
 
-    def machine_type(self, name: str) -> MachineType:
+    def machine_type(self, name: str) -> MachineType | None:
+        """The machine type's keys (defaults where it may leave them all out)."""
         entry = self.MachineTypeConfiguration.get(name)
-        return entry if entry is not None else self.machine_type_schema()
+        if entry is None and self.machine_configuration_optional:
+            return self.machine_type_schema()
+        return entry
 
     def problems(self) -> list[KeyProblem]:
         """Rules between keys, with key paths relative to the site section."""
@@ -188,6 +191,8 @@ class SiteSection(Section):
 
     def machine_type_problems(self, name: str) -> list[KeyProblem]:
         config = self.machine_type(name)
+        if config is None:
+            return []
         prefix = f"MachineTypeConfiguration.{name}"
         own = bool(config.JobEnvironment)
         environment = PilotEnvironment(**{**self.JobEnvironment, **config.JobEnvironment})

@@ -102,7 +102,7 @@ class Text(_Type):
             raise ValueError(f"expected a non-empty string, got {value!r}")
         why = control_characters(str(value))
         if why:
-            raise ValueError(why)
+            raise ValueError(f"{str(value)!r} {why}")
         return str(value)
 
 

@@ -40,7 +40,7 @@ def suggest(name: Any, known: Iterable[str]) -> str:
 def join(prefix: str, *parts: Any) -> str:
     path = prefix
     for part in parts:
-        if part == "__root__":
+        if part in ("__root__", "__key__"):
             continue
         path = f"{path}.{part}" if path else str(part)
     return path
