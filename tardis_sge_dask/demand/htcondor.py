@@ -8,6 +8,10 @@ dask-jobqueue writes ``RequestCpus = MY.DaskWorkerCores``: evaluated outside the
 an expression may be Undefined, so the shape falls back to the literal
 ``DaskWorkerCores`` / ``DaskWorkerMemory`` (bytes) attributes. With ``-af`` condor_q has
 already evaluated the expressions.
+
+Output that is not shaped like condor_q's answer is a source failure, never an empty
+queue: read as zero demand it would scale the pool down (the controller keeps the last
+good demand instead).
 """
 
 from __future__ import annotations
@@ -103,21 +107,72 @@ def job_shape(ad: classad2.ClassAd) -> JobShape:
     return JobShape(cores=cores, memory_gb=round(memory_mb / 1024, 3), gpus=int(gpus))
 
 
+class NotCondorQOutput(ValueError):
+    """Output that does not look like condor_q's answer to the demand query."""
+
+
+#: the key attributes every ad of the demand query has (the query asks for them)
+_KEYS = ("ClusterId", "ProcId", "JobStatus")
+_ATTRIBUTE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(\S.*)\Z")
+
+
 def parse_ads(text: str, output_format: str = "long") -> list[classad2.ClassAd]:
-    """Parse ``condor_q -long`` / ``-json`` / ``-af:t`` output into ClassAds."""
+    """Parse ``condor_q -long`` / ``-json`` / ``-af:t`` output into ClassAds.
+
+    Demand read from garbage would scale the pool down, so anything that is not shaped
+    like condor_q's answer raises :class:`NotCondorQOutput` (a :class:`ValueError`):
+    every line must be read, every ad must be a job ad. Empty output is an empty queue.
+    """
     if not text.strip():
         return []
     if output_format == "long":
-        ads = list(classad2.parseAds(text, classad2.ParserType.Old))
-        if not ads:
-            # classad2 skips what it cannot read; output without a single ad is an error
-            raise ValueError(f"no job ad in condor_q output: {text[:80]!r}")
-        return ads
-    if output_format == "json":
-        return [_json_ad(item) for item in json.loads(text)]
-    if output_format == "af":
-        return [_af_row(line) for line in text.splitlines() if line.strip()]
-    raise ValueError(f"unknown condor_q output format {output_format!r}")
+        ads = [_long_ad(block) for block in re.split(r"\n\s*\n", text.strip())]
+    elif output_format == "json":
+        ads = _json_ads(text)
+    elif output_format == "af":
+        ads = [_af_row(line) for line in text.splitlines() if line.strip()]
+    else:
+        raise ValueError(f"unknown condor_q output format {output_format!r}")
+    for ad in ads:
+        _check_job_ad(ad)
+    return ads
+
+
+def _check_job_ad(ad: classad2.ClassAd) -> None:
+    for key in _KEYS:
+        value = ad.get(key)
+        # classad2.Value (Undefined, Error) is an int enum: it must not pass for a number
+        if not isinstance(value, int) or isinstance(value, bool | classad2.Value) or value < 0:
+            raise NotCondorQOutput(f"an ad without a job's {key}: {_excerpt(ad)}")
+
+
+def _excerpt(ad: classad2.ClassAd) -> str:
+    return repr(str(ad)[:120])
+
+
+def _long_ad(block: str) -> classad2.ClassAd:
+    # classad2's old-style parser takes any "a = b" as an ad and silently drops the lines
+    # it cannot read, so each line is checked to be an attribute it kept
+    names = []
+    for line in block.splitlines():
+        match = _ATTRIBUTE_LINE.match(line.strip())
+        if not match:
+            raise NotCondorQOutput(f"not an attribute line of condor_q -long: {line[:120]!r}")
+        names.append(match.group(1))
+    ad = classad2.parseOne(block, classad2.ParserType.Old)
+    if len(ad) != len(names) or any(name not in ad for name in names):
+        raise NotCondorQOutput(f"condor_q -long printed unreadable attributes: {block[:120]!r}")
+    return ad
+
+
+def _json_ads(text: str) -> list[classad2.ClassAd]:
+    try:
+        items = json.loads(text)
+    except RecursionError as err:
+        raise NotCondorQOutput("condor_q -json printed JSON nested too deeply") from err
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise NotCondorQOutput(f"condor_q -json printed {text[:120]!r}, not a list of ads")
+    return [_json_ad(item) for item in items]
 
 
 _EXPR = re.compile(r"^/Expr\((.*)\)/$", re.DOTALL)
@@ -129,6 +184,8 @@ def _json_ad(item: dict[str, Any]) -> classad2.ClassAd:
     lines = []
     for name, value in item.items():
         match = _EXPR.match(value) if isinstance(value, str) else None
+        if not _ATTRIBUTE_LINE.match(f"{name} = x"):
+            raise NotCondorQOutput(f"condor_q -json printed the attribute name {name[:80]!r}")
         if match:
             text = match.group(1)
         elif isinstance(value, bool):
@@ -137,15 +194,27 @@ def _json_ad(item: dict[str, Any]) -> classad2.ClassAd:
             text = "undefined"
         elif isinstance(value, str):
             text = classad2.quote(value)
-        else:
+        elif isinstance(value, int | float):
             text = json.dumps(value)
+        else:
+            # the demand query asks for scalars only
+            raise NotCondorQOutput(f"condor_q -json printed {name} = {str(value)[:80]}")
+        if "\n" in text:
+            raise NotCondorQOutput(f"condor_q -json printed a line break in {name}")
         lines.append(f"{name} = {text}")
-    return classad2.parseOne("\n".join(lines), classad2.ParserType.Old)
+    return _long_ad("\n".join(lines))
 
 
 def _af_row(line: str) -> classad2.ClassAd:
+    # -af:t prints one tab-separated column per attribute asked for; HoldReason, the
+    # last one, is free text
+    columns = line.split("\t", len(ATTRIBUTES) - 1)
+    if len(columns) != len(ATTRIBUTES) or "\t" in columns[-1]:
+        raise NotCondorQOutput(
+            f"condor_q -af:t printed {line[:120]!r}, not {len(ATTRIBUTES)} columns"
+        )
     ad = classad2.ClassAd()
-    for name, raw in zip(ATTRIBUTES, line.split("\t"), strict=False):
+    for name, raw in zip(ATTRIBUTES, columns, strict=True):
         raw = raw.strip()
         if raw in ("", "undefined"):
             continue
@@ -161,6 +230,9 @@ def summarise(ads: Iterable[classad2.ClassAd]) -> DemandSnapshot:
     snapshot = DemandSnapshot(waiting=Counter())
     for ad in ads:
         status = _evaluate(ad, "JobStatus")
+        if status not in (IDLE, RUNNING, HELD):
+            # the query selects only these: anything else is not its answer
+            raise NotCondorQOutput(f"an ad with JobStatus {status!r}: {_excerpt(ad)}")
         if status == IDLE:
             snapshot.waiting[job_shape(ad)] += 1
         elif status == RUNNING:
@@ -230,13 +302,19 @@ class CondorQueueDemand(DemandSource):
             try:
                 result = await self.executor.run_command(command)
                 ads = parse_ads(result.stdout, self.output_format)
+                part = summarise(ads)
             except CommandExecutionFailure as err:
                 raise DemandSourceError(
                     f"{command!r} failed (exit {err.exit_code}): {(err.stderr or '').strip()}"
                 ) from err
-            except (SyntaxError, ValueError, classad2.ClassAdException) as err:
+            except (
+                SyntaxError,
+                ValueError,
+                TypeError,
+                RecursionError,
+                classad2.ClassAdException,
+            ) as err:
                 raise DemandSourceError(f"unparsable condor_q output: {err}") from err
-            part = summarise(ads)
             total.waiting.update(part.waiting)
             total.running += part.running
             total.running_shapes.update(part.running_shapes)

@@ -86,8 +86,9 @@ class RecordingExecutor:
 
 @pytest.mark.parametrize("output_format", ["long", "json", "af"])
 def test_every_output_format_gives_the_same_demand(output_format):
-    snapshot = summarise(parse_ads(recorded(f"condor_q-demand-{output_format}-busy"),
-                                   output_format))
+    snapshot = summarise(
+        parse_ads(recorded(f"condor_q-demand-{output_format}-busy"), output_format)
+    )
     # RequestCpus = MY.DaskWorkerCores / floor(MY.DaskWorkerMemory / 1048576) resolved,
     # htcdaskgateway's literal requests and the GPU request read
     assert snapshot.waiting == WAITING
@@ -105,8 +106,10 @@ def test_held_jobs_are_reported_not_counted(caplog):
 def test_the_real_schedd_selected_every_kind_of_dask_worker_and_no_other_job():
     """The recording was made with the default constraint; condor_q applied it."""
     assert DEFAULT_CONSTRAINT in COMMANDS["condor_q-demand-long-busy"]["command"]
-    selected = {f"{ad['ClusterId']}.{ad['ProcId']}"
-                for ad in parse_ads(recorded("condor_q-demand-long-busy"))}
+    selected = {
+        f"{ad['ClusterId']}.{ad['ProcId']}"
+        for ad in parse_ads(recorded("condor_q-demand-long-busy"))
+    }
     dask_roles = ("running", "idle", "held", "bigger", "oversize", "gpu", "gateway")
     assert selected == {j for role in dask_roles for j in MANIFEST["jobs"][role]}
     assert job("plain") not in selected
@@ -114,8 +117,9 @@ def test_the_real_schedd_selected_every_kind_of_dask_worker_and_no_other_job():
 
 def test_default_constraint_takes_htcdaskgateway_workers():
     """htcdaskgateway marks its workers only with isDaskJob (no dask-jobqueue attribute)."""
-    ads = {f"{ad['ClusterId']}.{ad['ProcId']}": ad
-           for ad in parse_ads(recorded("condor_q-long-all"))}
+    ads = {
+        f"{ad['ClusterId']}.{ad['ProcId']}": ad for ad in parse_ads(recorded("condor_q-long-all"))
+    }
     gateway = ads[job("gateway")]
     assert "DaskWorkerCores" not in gateway and "IsDaskWorker" not in gateway
     constraint = classad2.ExprTree(DEFAULT_CONSTRAINT)
@@ -149,12 +153,13 @@ def test_empty_queue_is_no_demand(output_format):
 
 
 async def test_several_schedds_are_summed_and_described():
-    executor = RecordingExecutor({
-        "schedd-a.physnet": recorded("condor_q-demand-long-busy"),
-        "schedd-b.physnet": recorded("condor_q-demand-long-empty"),
-    })
-    source = CondorQueueDemand(executor=executor, schedds=["schedd-a.physnet",
-                                                           "schedd-b.physnet"])
+    executor = RecordingExecutor(
+        {
+            "schedd-a.physnet": recorded("condor_q-demand-long-busy"),
+            "schedd-b.physnet": recorded("condor_q-demand-long-empty"),
+        }
+    )
+    source = CondorQueueDemand(executor=executor, schedds=["schedd-a.physnet", "schedd-b.physnet"])
     snapshot = await source.poll()
     assert snapshot.waiting == WAITING
     assert snapshot.running == 1 and snapshot.held == 1
@@ -220,6 +225,62 @@ def test_parsing_ads_leaves_the_daemons_condor_config_alone():
     )
     env = {k: v for k, v in os.environ.items() if k != "CONDOR_CONFIG"}
     env["HOME"] = "/nonexistent"  # no ~/.condor either
-    answer = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, check=True)
+    answer = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert answer.stdout.strip() == "unset"
+
+
+AD = "ClusterId = 87\nProcId = 0\nJobStatus = 1\nRequestCpus = 2\nRequestMemory = 3814\n"
+
+
+@pytest.mark.parametrize(
+    ("output_format", "stdout"),
+    [
+        # any "a = b" is an ad to classad2, and an ad without JobStatus counts for nothing
+        ("long", "error = connection refused"),
+        ("long", "Error: communication error\nSCHEDD = schedd@cm"),
+        # classad2 drops a line it cannot read and keeps the rest of the ad
+        ("long", AD.replace("JobStatus = 1", "JobStatus = 1\n]] garbage [[")),
+        ("long", AD + "\nthis is ] not [ an ad\n"),
+        ("long", AD.replace("JobStatus = 1", "JobStatus = 4")),  # not what was asked for
+        ("long", AD.replace("ClusterId = 87", 'ClusterId = "87"')),
+        ("json", "{}"),
+        ("json", '{"ClusterId": 87}'),
+        ("json", "[1, 2]"),
+        ("json", '[{"JobStatus": 1}]'),
+        ("json", "[" * 100_000 + "]" * 100_000),  # RecursionError in the json module
+        ("json", '[{"ClusterId": 87, "ProcId": 0, "JobStatus": 1, "RequestCpus": {}}]'),
+        ("af", "Error: communication error"),
+        ("af", "87\t0\t1"),  # fewer columns than asked for
+        ("af", "87\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined\textra"),
+        ("af", "x\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined"),
+        ("af", "87\t0\t7\t2\t3814\tundefined\t2\t4000000000\tundefined"),
+    ],
+)
+async def test_output_that_is_not_condor_qs_answer_is_a_source_error(output_format, stdout):
+    source = CondorQueueDemand(
+        executor=RecordingExecutor({None: stdout}), output_format=output_format
+    )
+    with pytest.raises(DemandSourceError):
+        await source.poll()
+
+
+async def test_the_last_good_demand_stays_when_condor_q_answers_garbage():
+    from cobald.interfaces import Pool
+
+    from tardis_sge_dask.demand.controller import DaskDemandController
+
+    class Target(Pool):
+        demand = 0.0
+        supply = utilisation = allocation = 0.0
+
+    outputs = {None: recorded("condor_q-demand-long-busy")}
+    controller = DaskDemandController(
+        Target(), source=CondorQueueDemand(executor=RecordingExecutor(outputs)), interval=1
+    )
+    good = await controller.read_source()
+    assert good.waiting == WAITING
+    # a garbled answer (here: one classad2 reads as an ad without a job) is no reading
+    outputs[None] = "error = connection refused"
+    assert await controller.read_source() is good
