@@ -28,8 +28,11 @@ class Section(BaseModel):
         copy_on_model_validation = "none"
 
 
-def documented_default(field: ModelField) -> str:
-    """The default as the docs' "default" column writes it."""
+def documented_default(model: type[BaseModel], key: str) -> str:
+    """The default of ``key`` as the docs' "default" column writes it."""
+    if key in getattr(model, "doc_defaults", {}):
+        return model.doc_defaults[key]  # type: ignore[attr-defined]
+    field = keys(model)[key]
     if "doc_default" in field.field_info.extra:
         return str(field.field_info.extra["doc_default"])
     if field.required:

@@ -64,7 +64,9 @@ class CondorQueueDemandTag(_Tag):
     constraint: Text | None = Field(
         None, description="which jobs are Dask workers", doc_default="Dask-worker jobs"
     )
-    schedds: list[Text] | None = Field(None, description="schedds to ask", doc_default="the local")
+    schedds: list[Text] | None = Field(
+        None, description="schedds to ask", doc_default="the local schedd"
+    )
     pool: Text | None = Field(None, description="the collector, host:port")
     output_format: Text = Field("long", description="long, json or af")
 

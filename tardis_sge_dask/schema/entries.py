@@ -26,6 +26,9 @@ class SiteEntry(SiteConfigurationModel):
         "drone_heartbeat_interval": "whole seconds between two status checks of a drone",
     }
 
+    #: the docs' spelling of TARDIS's defaults (quota's is infinity)
+    doc_defaults: ClassVar[dict[str, str]] = {"quota": "unlimited"}
+
     @validator("name", pre=True)
     def _plain_name(cls, value: Any) -> str:  # noqa: N805
         return PlainName.validate(value)

@@ -134,7 +134,9 @@ class SiteSection(Section):
         ..., description="Cores, Memory (GB) and Disk (GB) of one drone of each type"
     )
     MachineTypeConfiguration: dict[PlainName, MachineType] = Field(
-        {}, description="the submission keys of each machine type"
+        {},
+        description="the submission keys of each machine type",
+        doc_default="one per machine type (Local: optional)",
     )
     JobEnvironment: Environment = Field(
         {}, description="NAME: value exported at the top of every job script of the site"
@@ -231,7 +233,9 @@ class SGESection(BatchSiteSection):
     machine_type_schema = SGEMachineType
 
     MachineTypeConfiguration: dict[PlainName, SGEMachineType] = Field(
-        {}, description="the submission keys of each machine type"
+        {},
+        description="the submission keys of each machine type",
+        doc_default="one per machine type (Local: optional)",
     )
 
     def machine_type_problems(self, name: str) -> list[KeyProblem]:
@@ -254,7 +258,9 @@ class SlurmSection(BatchSiteSection):
     machine_type_schema = SlurmMachineType
 
     MachineTypeConfiguration: dict[PlainName, SlurmMachineType] = Field(
-        {}, description="the submission keys of each machine type"
+        {},
+        description="the submission keys of each machine type",
+        doc_default="one per machine type (Local: optional)",
     )
 
     def machine_type_problems(self, name: str) -> list[KeyProblem]:
@@ -283,7 +289,9 @@ class LocalSection(SiteSection):
     machine_configuration_optional = True
 
     MachineTypeConfiguration: dict[PlainName, LocalMachineType | None] = Field(
-        {}, description="the submission keys of each machine type"
+        {},
+        description="the submission keys of each machine type",
+        doc_default="one per machine type (Local: optional)",
     )
 
     MaxCores: WholePositive | None = Field(
