@@ -16,11 +16,12 @@ output; this base owns everything that must behave the same on every batch syste
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shlex
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,8 +90,49 @@ class _SiteJobListing:
         return await self._bulk(drone)
 
 
+#: what TARDIS's ShutDownState and CleanupState do not catch, though it only means "not now"
+_NOT_CAUGHT_WHEN_STOPPING = (TardisAuthError, TardisTimeout, TardisQuotaExceeded)
+
+_Removal = Callable[[Any, AttributeDict], Awaitable[None]]
+
+
+def retried_when_stopping(method: _Removal) -> _Removal:
+    """Map failures TARDIS's shutdown and cleanup states would let through to a retry.
+
+    Those states catch only TardisResourceStatusUpdateFailed (and TardisDroneCrashed), and
+    any other exception leaving a drone state stops the whole daemon (DESIGN.md §3): a
+    failed MFA prompt of an SSH executor (TardisAuthError) while removing one drone must
+    not end every drone's management.
+    """
+
+    @functools.wraps(method)
+    async def removal(self: BatchSiteAdapter, resource_attributes: AttributeDict) -> None:
+        try:
+            await method(self, resource_attributes)
+        except _NOT_CAUGHT_WHEN_STOPPING as err:
+            logger.warning(
+                "%s: %s failed (%s: %s), will retry",
+                self.describe(resource_attributes),
+                method.__name__,
+                type(err).__name__,
+                err,
+            )
+            raise TardisResourceStatusUpdateFailed(f"{method.__name__}: {err!r}") from err
+
+    removal.retried_when_stopping = True  # type: ignore[attr-defined]
+    return removal
+
+
 class BatchSiteAdapter(SiteAdapter):
     """A TARDIS site adapter for a batch system; subclasses supply the dialect."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a dialect's own stop or terminate gets the same mapping as the base's
+        for name in ("stop_resource", "terminate_resource"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "retried_when_stopping", False):
+                setattr(cls, name, retried_when_stopping(method))
 
     #: name used in logs and in ``PILOT_BATCH_SYSTEM``
     batch_system: ClassVar[str]
@@ -201,6 +243,7 @@ class BatchSiteAdapter(SiteAdapter):
         """
         return False
 
+    @retried_when_stopping
     async def stop_resource(self, resource_attributes: AttributeDict) -> None:
         """Graceful stop; dialects whose removal is not graceful override this."""
         await self.terminate_resource(resource_attributes)
@@ -420,6 +463,7 @@ class BatchSiteAdapter(SiteAdapter):
             raise
         return self.parse_accounting(job_id, stdout)
 
+    @retried_when_stopping
     async def terminate_resource(self, resource_attributes: AttributeDict) -> None:
         job_id = resource_attributes.get("remote_resource_uuid")
         if job_id is None:

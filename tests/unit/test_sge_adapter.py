@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
-from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed, TardisTimeout
+from tardis.exceptions.tardisexceptions import (
+    TardisAuthError,
+    TardisQuotaExceeded,
+    TardisResourceStatusUpdateFailed,
+    TardisTimeout,
+)
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
@@ -484,3 +489,42 @@ def test_xml_that_is_not_a_qstat_answer_is_refused(pilot, stdout):
 
 def test_the_real_empty_answer_is_read_as_no_jobs(pilot):
     assert adapter_with(pilot).parse_listing((SGE / "qstat-empty.xml").read_text()) == {}
+
+
+class FakeDrone:
+    """What TARDIS's ShutDownState and CleanupState use of a drone."""
+
+    def __init__(self, adapter, job_id: str):
+        from tardis.agents.siteagent import SiteAgent
+
+        self.site_agent = SiteAgent(adapter)
+        self.resource_attributes = drone(job_id=job_id)
+        self.minimum_lifetime = None
+        self.states: list[str] = []
+
+    async def set_state(self, state) -> None:
+        self.states.append(type(state).__name__)
+
+
+@pytest.mark.parametrize("state_name", ["ShutDownState", "CleanupState"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        TardisAuthError("Keyboard interactive authentication failed: Unexpected Prompt"),
+        TardisTimeout("ssh connection timed out"),
+        TardisQuotaExceeded("over quota"),
+    ],
+)
+async def test_a_failed_login_while_stopping_a_drone_is_retried_not_fatal(pilot, state_name, error):
+    # a failed MFA prompt over SSH raises TardisAuthError from the executor; TARDIS's
+    # shutdown and cleanup states let everything but TardisResourceStatusUpdateFailed
+    # through, and an exception leaving a drone state stops the whole daemon
+    from tardis.resources import dronestates
+
+    qstat = (SGE / "qstat-states.xml").read_text()
+    state = getattr(dronestates, state_name)
+    job = "2" if state_name == "ShutDownState" else "3"  # running / queued
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"qstat": qstat, "qdel": error}))
+    fake = FakeDrone(adapter, job)
+    await state.run(fake)
+    assert fake.states == [state_name]  # the same state again: retried at the next heartbeat

@@ -535,3 +535,19 @@ def test_qsub_ids_are_ascii_digits(tmp_path, stdout):
     section = site_section(str(pilot), ParallelEnvironment="smp")
     with pytest.raises(OutputError):
         make_adapter(SGEAdapter, "SGE", section).parse_job_id(stdout)
+
+
+@pytest.mark.parametrize("method", ["stop_resource", "terminate_resource"])
+async def test_a_failed_login_while_stopping_is_the_retried_failure_tardis_catches(pilot, method):
+    from tardis.agents.siteagent import SiteAgent
+    from tardis.exceptions.tardisexceptions import TardisAuthError
+
+    ids = listed_ids()
+    denied = TardisAuthError("Keyboard interactive authentication failed: Unexpected Prompt")
+    executor = RecordingExecutor({"squeue": fixture("squeue-states.txt"), "scancel": denied})
+    adapter = adapter_with(pilot, executor=executor)
+    running = drone(job_id=ids["fx-running"])
+    await adapter.resource_status(running)  # known to run: stop sends the warning signal
+    # TARDIS's ShutDownState and CleanupState catch this one and retry; not TardisAuthError
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        await getattr(SiteAgent(adapter), method)(running)
