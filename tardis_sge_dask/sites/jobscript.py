@@ -43,6 +43,8 @@ def render_job_script(
         body = pilot_path.read_text()
     except OSError as err:
         raise JobScriptError(f"cannot read StartupCommand {pilot_path}: {err.strerror}") from err
+    except ValueError as err:  # a NUL byte: no such path can exist
+        raise JobScriptError(f"cannot read StartupCommand {str(pilot_path)!r}: {err}") from err
     lines = body.splitlines()
     if lines and lines[0].startswith("#!"):
         lines = lines[1:]

@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 import yaml
 from tardis.utilities.attributedict import AttributeDict
 
@@ -164,3 +165,29 @@ def test_render_of_the_production_config_off_the_daemon_host(capsys):
     out = capsys.readouterr().out
     assert "-q idefix.q -pe smp 8" in out
     assert "export PILOT_MODE=htcondor" in out
+
+
+@pytest.mark.parametrize("where", ["config", "--pilot"])
+def test_a_nul_byte_in_the_startup_command_is_one_clear_line(tmp_path, capsys, where):
+    config = sge_config(tmp_path)
+    argv = ["render", str(config), "--site", "renderq", "--machine-type", "quad"]
+    if where == "config":
+        document = yaml.safe_load(config.read_text())
+        quad = document["tardis"]["renderq"]["MachineTypeConfiguration"]["quad"]
+        quad["StartupCommand"] = f"{PILOT}\0.sh"
+        config.write_text(yaml.safe_dump(document))
+    else:
+        argv += ["--pilot", f"{PILOT}\0.sh"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""
+    first = captured.err.splitlines()[0]
+    assert first.startswith("tardis-sge-dask render: ")
+    assert "StartupCommand" in first and "'\\x00'" in first
+
+
+def test_the_job_script_names_a_nul_in_the_pilot_path(tmp_path):
+    from tardis_sge_dask.sites.jobscript import JobScriptError, render_job_script
+
+    with pytest.raises(JobScriptError, match="StartupCommand"):
+        render_job_script(f"{PILOT}\0.sh", {})
