@@ -105,8 +105,9 @@ def schema_problems(path: str | Path) -> list[Problem]:
 
     Neither the daemon host's files nor the adapters' own checks: the daemon builds the
     adapters itself right after this, and may run where those files are mounted later.
+    Nor the settings only the drone pilot needs: a StartupCommand may be another program.
     """
-    report = Report(str(path), check_files=False)
+    report = Report(str(path), check_files=False, pilot_settings=False)
     document = _document(report)
     if document is not None:
         _validate(report, document)

@@ -25,6 +25,8 @@ class Report:
 
     path: str
     check_files: bool = True
+    #: whether settings only the drone pilot needs are reported (see Finding.pilot_only)
+    pilot_settings: bool = True
     problems: list[Problem] = field(default_factory=list)
 
     def __call__(self, key_path: str, problem: str, fix: str) -> None:
@@ -40,4 +42,5 @@ class Report:
 
     def findings(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
-            self(finding.key_path, finding.problem, finding.fix)
+            if self.pilot_settings or not finding.pilot_only:
+                self(finding.key_path, finding.problem, finding.fix)

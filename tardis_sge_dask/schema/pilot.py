@@ -147,12 +147,14 @@ def _mode_rule(values: dict[str, Any]) -> KeyProblem | None:
             needed,
             f"missing: PILOT_MODE={mode} needs it (the pilot exits 10 without)",
             "add the scheduler address (dask) or the collector (htcondor)",
+            pilot_only=True,
         )
     if mode == "htcondor" and not values.get("PILOT_TOKEN_FILE"):
         return KeyProblem(
             "PILOT_TOKEN_FILE",
             "missing: the overlay pool admits startds only with an IDTOKEN",
             "PILOT_TOKEN_FILE: the token's path on the worker nodes",
+            pilot_only=True,
         )
     return None
 

@@ -200,10 +200,15 @@ class SiteSection(Section):
         environment = PilotEnvironment(**{**self.JobEnvironment, **config.JobEnvironment})
         where = f"{prefix}.JobEnvironment" if own else "JobEnvironment"
         found = [
-            KeyProblem(f"{where}.{problem.key}", problem.problem, problem.fix)
+            KeyProblem(
+                f"{where}.{problem.key}",
+                problem.problem,
+                problem.fix,
+                pilot_only=problem.pilot_only,
+            )
             for problem in environment.problems()
         ]
-        if not found:
+        if not any(not problem.pilot_only for problem in found):
             why = walltime_problem(config.Walltime, environment.lifetime_margin)
             if why:
                 found.append(

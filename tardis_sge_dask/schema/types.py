@@ -22,11 +22,14 @@ SEPARATORS = (",", "\n", "\r", "\0")
 class KeyProblem(ValueError):
     """A cross-key rule broken at ``key`` (relative to the validated section)."""
 
-    def __init__(self, key: str, problem: str, fix: str = ""):
+    def __init__(self, key: str, problem: str, fix: str = "", *, pilot_only: bool = False):
         super().__init__(problem)
         self.key = key
         self.problem = problem
         self.fix = fix
+        #: a setting only the drone pilot needs: the daemon cannot tell whether
+        #: StartupCommand is that pilot, so only ``check`` reports it
+        self.pilot_only = pilot_only
 
 
 def control_characters(text: str) -> str | None:

@@ -28,6 +28,8 @@ class Finding:
     key_path: str
     problem: str
     fix: str
+    #: see :attr:`KeyProblem.pilot_only`
+    pilot_only: bool = False
 
 
 def suggest(name: Any, known: Iterable[str]) -> str:
@@ -138,7 +140,7 @@ def validate(
         return None, [Finding(join(prefix, problem.key), problem.problem, problem.fix)]
     rules = getattr(model, "problems", None)
     extra = [
-        Finding(join(prefix, problem.key), problem.problem, problem.fix)
+        Finding(join(prefix, problem.key), problem.problem, problem.fix, problem.pilot_only)
         for problem in (rules() if callable(rules) else [])
     ]
     return model, extra
