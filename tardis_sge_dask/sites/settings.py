@@ -109,19 +109,24 @@ class SiteSettings:
 
     @classmethod
     def from_config(cls, site_name: str, section: Mapping[str, Any]) -> SiteSettings:
-        def get(key: str, default: Any) -> Any:
+        # the defaults are the schema's (imported here: the schema uses parse_walltime)
+        from ..schema.base import keys
+        from ..schema.sites import SiteSection
+
+        defaults = {key: field.default for key, field in keys(SiteSection).items()}
+
+        def get(key: str) -> Any:
+            default = defaults[key]
             return section.get(key, default) if hasattr(section, "get") else default
 
         return cls(
-            bulk_size=int(_number(get("bulk_size", 100), f"{site_name}.bulk_size", minimum=1)),
-            bulk_delay=_positive(get("bulk_delay", 1.0), f"{site_name}.bulk_delay"),
+            bulk_size=int(_number(get("bulk_size"), f"{site_name}.bulk_size", minimum=1)),
+            bulk_delay=_positive(get("bulk_delay"), f"{site_name}.bulk_delay"),
             command_timeout=_number(
-                get("command_timeout", 60.0), f"{site_name}.command_timeout", minimum=1
+                get("command_timeout"), f"{site_name}.command_timeout", minimum=1
             ),
-            accounting_grace=_number(
-                get("accounting_grace", 30.0), f"{site_name}.accounting_grace"
-            ),
-            job_environment=_mapping(get("JobEnvironment", None), f"{site_name}.JobEnvironment"),
+            accounting_grace=_number(get("accounting_grace"), f"{site_name}.accounting_grace"),
+            job_environment=_mapping(get("JobEnvironment"), f"{site_name}.JobEnvironment"),
         )
 
 
