@@ -19,12 +19,24 @@ from .configfile import install_tardis_configuration, load, tardis_section
 from .poolfactory import batch_system_adapter_class
 from .registry import SITE_ADAPTERS
 
-#: variable names whose values are secrets (paths to secrets are not: *_FILE, *_PATH, *_DIR)
+#: variable or option names whose values are secrets (paths to secrets are not: *_FILE,
+#: *_PATH, *_DIR); masking a harmless value costs less than printing a key
 _SECRET_NAME = re.compile(
-    r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|APIKEY|API_KEY)", re.I
+    r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|APIKEY|API_KEY|ACCESS_KEY"
+    r"|AUTH|COOKIE|(?:^|_)KEY(?:$|_)|(?:^|_)PEM(?:$|_)",
+    re.I,
 )
 _PATH_NAME = re.compile(r"_(FILE|PATH|DIR|DIRECTORY)$", re.I)
 MASK = "********"
+
+#: one shell word as shlex.quote writes it: a value with a single quote becomes several
+#: quoted pieces ('it'"'"'s'), all of which are the value
+_SHELL_WORD = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|[^\s'"])+"""
+_ASSIGNMENT = re.compile(rf"(^|[\s'\"])([A-Za-z_][A-Za-z0-9_]*)=({_SHELL_WORD})?", re.M)
+#: NAME=value inside one argument: qsub -v and sbatch --export take comma-separated lists
+_PAIR = re.compile(r"(^|[,=:'\"\s])([A-Za-z_][A-Za-z0-9_]*)=([^,]*)")
+#: user:password@ in a URL
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+@")
 
 
 class RenderError(ValueError):
@@ -55,9 +67,38 @@ def mask(text: str) -> str:
         name = match.group(2)
         return f"{match.group(1)}{name}={MASK}" if is_secret(name) else match.group(0)
 
-    return re.sub(
-        r"(^|[\s'\"])([A-Za-z_][A-Za-z0-9_]*)=(?:'[^']*'|\"[^\"]*\"|\S+)", replace, text, flags=re.M
-    )
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", _ASSIGNMENT.sub(replace, text))
+
+
+def mask_argv(argv: list[str]) -> list[str]:
+    """The submit command with secrets masked, argument by argument.
+
+    ``ExtraOptions`` are free: a secret may be one pair of a comma-separated list
+    (``-v A=1,API_TOKEN=x``), the value of an option named like a secret
+    (``--token=x``, ``--password x``) or a password in a URL.
+    """
+    masked: list[str] = []
+    secret_follows = False
+    for argument in argv:
+        if secret_follows:
+            masked.append(MASK)
+            secret_follows = False
+            continue
+        option, equals, _ = argument.partition("=")
+        if argument.startswith("-") and is_secret(option.lstrip("-").replace("-", "_")):
+            if equals:
+                masked.append(f"{option}={MASK}")
+            else:
+                masked.append(argument)
+                secret_follows = True
+            continue
+
+        def replace(match: re.Match) -> str:
+            name = match.group(2)
+            return f"{match.group(1)}{name}={MASK}" if is_secret(name) else match.group(0)
+
+        masked.append(_URL_PASSWORD.sub(rf"\1{MASK}@", _PAIR.sub(replace, argument)))
+    return masked
 
 
 def sample_uuid(site: str) -> str:
@@ -117,12 +158,13 @@ def render(
 
 
 def format_rendered(rendered: Rendered, show_secrets: bool = False) -> str:
-    shown = (lambda text: text) if show_secrets else mask
+    command = rendered.command if show_secrets else shlex.join(mask_argv(rendered.argv))
+    script = rendered.script if show_secrets else mask(rendered.script)
     return (
         f"# drone {rendered.drone_uuid} of site {rendered.site},"
         f" machine type {rendered.machine_type}\n"
         f"# submit command (the job script below is its standard input or file):\n"
-        f"{shown(rendered.command)}\n"
+        f"{command}\n"
         f"# job script:\n"
-        f"{shown(rendered.script)}"
+        f"{script}"
     )

@@ -191,3 +191,70 @@ def test_the_job_script_names_a_nul_in_the_pilot_path(tmp_path):
 
     with pytest.raises(JobScriptError, match="StartupCommand"):
         render_job_script(f"{PILOT}\0.sh", {})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OVERLAY_PASSWORD",
+        "GPG_PASSPHRASE",
+        "SSH_KEY",
+        "SSH_PRIVATE_KEY",
+        "TLS_PEM",
+        "CLIENT_PEM",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "S3_KEY",
+        "HTTP_AUTH",
+        "REDIS_COOKIE",
+    ],
+)
+def test_secret_names_are_masked(name):
+    assert mask(f"export {name}=s3cr3t") == f"export {name}={MASK}"
+
+
+@pytest.mark.parametrize(
+    "name", ["PILOT_TOKEN_FILE", "SSH_KEY_FILE", "PILOT_MODE", "PILOT_X509_PROXY", "KEYBOARD"]
+)
+def test_paths_and_plain_settings_are_shown(name):
+    assert mask(f"export {name}=/etc/x") == f"export {name}=/etc/x"
+
+
+def test_a_secret_with_a_single_quote_is_masked_whole(tmp_path, capsys):
+    config = sge_config(tmp_path)
+    document = yaml.safe_load(config.read_text())
+    quad = document["tardis"]["renderq"]["MachineTypeConfiguration"]["quad"]
+    quad["JobEnvironment"]["OVERLAY_PASSWORD"] = 'it\'s hunter2 "and" more'
+    config.write_text(yaml.safe_dump(document))
+    assert main(["render", str(config), "--site", "renderq", "--machine-type", "quad"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "more" not in out
+    assert f"export OVERLAY_PASSWORD={MASK}\n" in out
+
+
+def test_secrets_in_extra_options_are_masked(tmp_path, capsys):
+    config = sge_config(tmp_path)
+    document = yaml.safe_load(config.read_text())
+    quad = document["tardis"]["renderq"]["MachineTypeConfiguration"]["quad"]
+    quad["ExtraOptions"] = [
+        "-v", "PILOT_MODE=dask,API_TOKEN=tok1",
+        "-ac", "DB_PASSWORD=pw2",
+        "--token=tok3",
+        "--password", "pw4",
+        "-v", "PILOT_URL=https://drone:pw5@cm.physnet:9618/",
+    ]  # fmt: skip
+    config.write_text(yaml.safe_dump(document))
+    assert main(["render", str(config), "--site", "renderq", "--machine-type", "quad"]) == 0
+    out = capsys.readouterr().out
+    for secret in ("tok1", "pw2", "tok3", "pw4", "pw5"):
+        assert secret not in out
+    assert "PILOT_MODE=dask" in out and "cm.physnet:9618" in out
+    assert (
+        main(
+            ["render", str(config), "--site", "renderq", "--machine-type", "quad", "--show-secrets"]
+        )
+        == 0
+    )
+    shown = capsys.readouterr().out
+    assert all(secret in shown for secret in ("tok1", "pw2", "tok3", "pw4", "pw5"))
