@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from tardis.exceptions.tardisexceptions import TardisQuotaExceeded
 from tardis.interfaces.siteadapter import ResourceStatus
@@ -122,6 +122,22 @@ def kill_tree(pid: int) -> int:
         except ProcessLookupError:
             pass
     return len(members)
+
+
+def _open_private(path: Path, mode_flag: int) -> BinaryIO:
+    """Open for writing, readable by this user alone whatever the umask or an older file's mode.
+
+    The job script holds the drone's settings and the log what the pilot prints: other
+    users of this host must not read them.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | mode_flag, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "ab" if mode_flag & os.O_APPEND else "wb")
+
+
+def _write_private(path: Path, text: str) -> None:
+    with _open_private(path, os.O_TRUNC) as handle:
+        handle.write(text.encode())
 
 
 def parse_drone_id(remote_resource_uuid: Any) -> tuple[int, int] | None:
@@ -247,8 +263,8 @@ class LocalAdapter(BatchSiteAdapter):
         argv, script = self.render_submission(resource_attributes)
         self.state_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         script_file = self.script_path(drone_uuid)
-        script_file.write_text(script)
-        log = open(self.state_directory / f"{drone_uuid}.log", "ab")
+        _write_private(script_file, script)
+        log = _open_private(self.state_directory / f"{drone_uuid}.log", os.O_APPEND)
         try:
             process = subprocess.Popen(
                 argv,
@@ -267,8 +283,9 @@ class LocalAdapter(BatchSiteAdapter):
         remote_id = f"{process.pid}-{ticks}"
         self._processes[process.pid] = process
         in_use[drone_uuid] = self.cores
-        (self.state_directory / f"{drone_uuid}.json").write_text(
-            json.dumps({"pid": process.pid, "start": ticks, "remote_resource_uuid": remote_id})
+        _write_private(
+            self.state_directory / f"{drone_uuid}.json",
+            json.dumps({"pid": process.pid, "start": ticks, "remote_resource_uuid": remote_id}),
         )
         logger.info(
             "drone %s (%s/%s): started as local process %s (%s)",
