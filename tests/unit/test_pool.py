@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
-from tardis_sge_dask.pool import ElasticFactoryPool
+from tardis_sge_dask.pool import GROWTH_CHECK_INTERVAL, ElasticFactoryPool
 
 from .test_controller import FakeDrone
 
@@ -69,3 +70,50 @@ def test_the_interval_is_configurable_and_run_adjusts():
     trio.run(both)
     assert pool.interval == 0.01
     assert len(pool.drones) == 1
+
+
+def run_with_mock_clock(pool, scenario):
+    """Runs the pool's loop and ``scenario(pool)`` on trio's virtual clock."""
+
+    async def both():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run)
+            await scenario(pool)
+            nursery.cancel_scope.cancel()
+
+    trio.run(both, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_new_demand_gets_drones_at_once_not_at_the_next_interval():
+    pool = pool_with(interval=30)
+    created_after = []
+
+    async def scenario(pool):
+        await trio.sleep(5)  # the user scales up 5 s into a 30 s interval
+        pool.demand = 16
+        start = trio.current_time()
+        while len(pool.drones) < 2:
+            await trio.sleep(0.1)
+        created_after.append(trio.current_time() - start)
+
+    run_with_mock_clock(pool, scenario)
+    assert created_after[0] <= GROWTH_CHECK_INTERVAL + 0.1
+
+
+def test_a_dip_in_demand_waits_for_the_interval_before_drones_go():
+    pool = pool_with(interval=30)
+    pool.demand = 16
+    pool.adjust()
+    kept_for = []
+
+    async def scenario(pool):
+        await trio.sleep(5)
+        pool.demand = 8
+        start = trio.current_time()
+        while len(pool.drones) > 1:
+            await trio.sleep(0.1)
+        kept_for.append(trio.current_time() - start)
+
+    run_with_mock_clock(pool, scenario)
+    # released only at the pool's own adjustment, 30 s after the loop started
+    assert 24 <= kept_for[0] <= 26
