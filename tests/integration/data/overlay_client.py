@@ -6,7 +6,8 @@ with TLS from ``Security.temporary()``, ``scale(N)``, a ``dask.array`` computati
 ``close()``. Progress goes to stdout as one JSON object per line. Then it reads commands
 on stdin, so the test can look at the pool while the workers are there and change it under
 running work: ``slow SECONDS TASKS`` runs tasks that sleep, ``sum`` computes the sum again,
-``close`` (or an empty line) ends the session.
+``grid SOURCE DESTINATION`` runs a task that reads SOURCE with gfal2 and writes a summary
+to DESTINATION, ``close`` (or an empty line) ends the session.
 
 With ``--events FILE`` (bench/bench_overlay.py) it also appends wall-clock timestamps to
 FILE, one JSON object per line: ``scale`` just before ``cluster.scale(N)``, ``worker`` when
@@ -73,6 +74,24 @@ def slow_round(client: Client, seconds: float, tasks: int) -> None:
         workers=sorted({worker for _, worker in results}))
 
 
+def grid_summary(source: str, destination: str) -> dict:
+    """A physicist's task on grid data: read a file with gfal2, write a summary back.
+
+    It runs on a worker job of a drone and authenticates with the drone's proxy, which the
+    startd hands to its jobs as X509_USER_PROXY (docs/user-guide.md).
+    """
+    import hashlib
+    import os
+
+    from tardis_sge_dask import grid
+
+    data = grid.read_bytes(source)
+    summary = f"{len(data.split())} words, sha256 {hashlib.sha256(data).hexdigest()}\n"
+    grid.write_bytes(destination, summary.encode())
+    return {"proxy": grid.proxy(), "summary": summary,
+            "cert_dir": os.environ.get("X509_CERT_DIR")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, required=True)
@@ -128,6 +147,9 @@ def main() -> int:
                     slow_round(client, float(command[1]), int(command[2]))
                 elif command[0] == "sum":
                     say("sum", total=int((da.arange(1_000_000, chunks=50_000) * 2).sum().compute()))
+                elif command[0] == "grid":
+                    say("grid", **client.submit(grid_summary, command[1], command[2],
+                                                pure=False).result(timeout=300))
     finally:
         cluster.close()
         say("closed")
