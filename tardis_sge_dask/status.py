@@ -104,7 +104,7 @@ def read_registry(db_file: str | Path) -> list[DroneRow]:
 
 def dask_workers(batch_system: dict) -> dict[str, str]:
     """drone uuid (= worker name) -> "address (status)" from the Dask scheduler."""
-    from .demand.dask_scheduler import make_security, scheduler_state
+    from .scheduler_rpc import make_security, scheduler_state
 
     security = make_security(batch_system.get("security"))
     state = asyncio.run(

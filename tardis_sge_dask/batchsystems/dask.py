@@ -36,7 +36,7 @@ from tardis.configuration.configuration import Configuration
 from tardis.interfaces.batchsystemadapter import BatchSystemAdapter, MachineStatus
 from tardis.utilities.attributedict import AttributeDict
 
-from ..demand.dask_scheduler import make_security, scheduler_rpc, scheduler_state
+from ..scheduler_rpc import make_security, scheduler_rpc, scheduler_state
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.batchsystems.dask")
 
