@@ -18,6 +18,7 @@ from .checking.pipeline import POOL_FACTORY, PipelineCheck
 from .checking.problems import Problem, Report
 from .checking.tardis import TardisCheck
 from .configfile import ConfigFileError, load, plain
+from .init import placeholders
 from .schema import suggest
 
 TOP_LEVEL = ("pipeline", "logging", "tardis")
@@ -45,6 +46,8 @@ def _document(report: Report) -> Any:
 
 
 def _validate(report: Report, document: dict) -> TardisCheck | None:
+    for key_path, question in placeholders.find(document):
+        report(key_path, "placeholder left by tardis-sge-dask init", question)
     for key in document:
         if key not in TOP_LEVEL:
             report(key, "unknown section", suggest(key, TOP_LEVEL))

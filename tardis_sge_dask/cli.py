@@ -1,4 +1,4 @@
-"""``tardis-sge-dask``: the admin's command line (demo, check, render, status)."""
+"""``tardis-sge-dask``: the admin's command line (init, demo, check, render, status)."""
 
 from __future__ import annotations
 
@@ -80,12 +80,63 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from .init.command import InitError, run_init, ssh_target
+    from .init.sge import ProbeError
+
+    try:
+        ssh = (
+            ssh_target(args.ssh, args.ssh_port, args.ssh_key or [], args.known_hosts)
+            if args.ssh
+            else None
+        )
+        _, survey = run_init(
+            Path(args.output),
+            batch_system=args.batch_system,
+            overlay=args.overlay,
+            site=args.site,
+            ssh=ssh,
+            record=Path(args.record) if args.record else None,
+        )
+    except (InitError, ProbeError, OSError) as err:
+        print(f"tardis-sge-dask init: {err}", file=sys.stderr)
+        return 1
+    for proposal in survey.machine_types:
+        print(f"machine type {proposal.name}: {proposal.cores} cores, {proposal.memory:g} GB")
+    for excluded in survey.excluded:
+        print(f"left out {excluded.name}: {excluded.reason}")
+    print(f"wrote {args.output}; next: tardis-sge-dask check {args.output}")
+    return 0 if survey.machine_types else 1
+
+
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(
         prog="tardis-sge-dask",
         description="Lend idle batch nodes to Dask users through COBalD/TARDIS drones.",
     )
     commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser(
+        "init", help="probe a Grid Engine or SLURM site and write a configuration for it"
+    )
+    init.add_argument("output", help="the configuration file to write (never overwritten)")
+    init.add_argument(
+        "--batch-system", choices=("sge", "slurm"), help="default: whichever answers"
+    )
+    init.add_argument(
+        "--overlay", choices=("dask", "htcondor"), default="dask", help="the pilot's mode"
+    )
+    init.add_argument("--site", help="the site's name (default: gridengine or slurm)")
+    init.add_argument("--ssh", metavar="USER@HOST", help="probe (and later submit) over SSH")
+    init.add_argument("--ssh-port", type=int, help="the SSH port (default 22)")
+    init.add_argument(
+        "--ssh-key", action="append", metavar="FILE", help="private key (repeatable)"
+    )
+    init.add_argument("--known-hosts", metavar="FILE", help="pinned host keys")
+    init.add_argument(
+        "--record", metavar="FILE", help="also write every command's answer (JSON), for a report"
+    )
+    init.set_defaults(run=_init)
 
     demo = commands.add_parser(
         "demo", help="run the whole loop on this machine (scheduler, daemon, drones, a computation)"

@@ -1,0 +1,79 @@
+"""Run the read-only probe commands through the executor the daemon will use.
+
+``init`` reaches the site exactly as the daemon will: TARDIS's ShellExecutor locally, its
+SSHExecutor for ``--ssh user@host``. A probe asks for argv lists; the runner quotes them
+with :func:`shlex.join`, as the site adapters do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from tardis.exceptions.executorexceptions import CommandExecutionFailure, ExecutorFailure
+
+
+@dataclass
+class Output:
+    command: str
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Runner:
+    """Runs commands on the site and remembers every answer (for ``--record``)."""
+
+    def __init__(self, executor: Any, timeout: float = 60):
+        self.executor = executor
+        self.timeout = timeout
+        self.answers: list[Output] = []
+        # one loop for every command: an SSH connection belongs to the loop it was opened in
+        self._loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def __call__(self, *argv: str) -> Output:
+        command = shlex.join(argv)
+        try:
+            result = self._loop.run_until_complete(self._run(command))
+            output = Output(command, result.stdout or "", result.stderr or "", 0)
+        except CommandExecutionFailure as failure:
+            output = Output(
+                command,
+                failure.stdout or "",
+                failure.stderr or "",
+                failure.exit_code if failure.exit_code is not None else 1,
+            )
+        except (ExecutorFailure, TimeoutError, OSError) as failure:
+            output = Output(command, "", f"{type(failure).__name__}: {failure}", 255)
+        self.answers.append(output)
+        return output
+
+    async def _run(self, command: str) -> Any:
+        return await asyncio.wait_for(self.executor.run_command(command), self.timeout)
+
+
+class ReplayRunner(Runner):
+    """Answers from recorded outputs (the unit tests): ``{command: (stdout, exit code)}``."""
+
+    def __init__(self, answers: dict[str, tuple[str, int]]):
+        super().__init__(executor=None)
+        self._loop.close()
+        self.recorded = answers
+        self.asked: list[str] = []
+
+    def __call__(self, *argv: str) -> Output:
+        command = shlex.join(argv)
+        self.asked.append(command)
+        stdout, code = self.recorded.get(command, ("", 127))
+        output = Output(command, stdout if code == 0 else "", "" if code == 0 else stdout, code)
+        self.answers.append(output)
+        return output
