@@ -23,6 +23,8 @@ readonly EXIT_PAYLOAD=15
 
 STARTED_AT=$SECONDS
 SCRATCH=""
+JOB_TMPDIR=""
+TOKEN_DIR=""
 PAYLOAD_PID=""
 RETIRE_TIMER=""
 DRAINING=0
@@ -141,6 +143,7 @@ cleanup() {
         chmod -R u+rwx "$SCRATCH" 2>/dev/null
         rm -rf -- "$SCRATCH"
     fi
+    [[ -n $TOKEN_DIR && -d $TOKEN_DIR ]] && rm -rf -- "$TOKEN_DIR"
     exit "$status"
 }
 
@@ -150,11 +153,27 @@ check_token() {
     [[ -f $PILOT_TOKEN_FILE && -r $PILOT_TOKEN_FILE ]] \
         || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' is not a readable file"
     [[ -s $PILOT_TOKEN_FILE ]] || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' is empty"
-    mkdir -p "$SCRATCH/tokens.d"
-    # A private copy in scratch: the original may sit on a path the image cannot see.
-    cp -- "$PILOT_TOKEN_FILE" "$SCRATCH/tokens.d/drone.token" 2>/dev/null \
+    local mode
+    mode=$(stat -L -c %a -- "$PILOT_TOKEN_FILE" 2>/dev/null) || mode=""
+    if [[ $mode =~ ^[0-7]+$ ]] && ((8#$mode & 8#004)); then
+        log "warning: token file $PILOT_TOKEN_FILE is readable by every user of this node" \
+            "(mode $mode): anyone holding it can join the overlay pool as a drone; chmod 600 it"
+    fi
+    # A private copy: the original may sit on a path the image cannot see. It goes into the
+    # directory the batch system gave the job (Grid Engine's per-job TMPDIR, which execd
+    # removes however the job ends, SIGKILL included), not into PILOT_SCRATCH_BASE, which
+    # nobody cleans after a kill that leaves the pilot no time for its own cleanup.
+    TOKEN_DIR="$SCRATCH/tokens.d"
+    if [[ $SCRATCH != "$JOB_TMPDIR"/* && -d $JOB_TMPDIR && -w $JOB_TMPDIR ]]; then
+        TOKEN_DIR=$(mktemp -d "$JOB_TMPDIR/tardis-token.XXXXXX" 2>/dev/null) \
+            || die "$EXIT_TOKEN" "cannot create a token directory in '$JOB_TMPDIR'"
+        ln -s -- "$TOKEN_DIR" "$SCRATCH/tokens.d"
+    else
+        mkdir -m 700 "$TOKEN_DIR"
+    fi
+    (umask 077 && cp -- "$PILOT_TOKEN_FILE" "$TOKEN_DIR/drone.token") 2>/dev/null \
         || die "$EXIT_TOKEN" "token file '$PILOT_TOKEN_FILE' cannot be read"
-    chmod 600 "$SCRATCH/tokens.d/drone.token"
+    chmod 600 "$TOKEN_DIR/drone.token"
 }
 
 # ---------------------------------------------------------------- runtime
@@ -263,6 +282,8 @@ build_prefix() {
     PREFIX=("${WRAPPER[@]}")
     [[ $PILOT_CONTAINER == none ]] && return 0
     local -a binds=(--bind "$SCRATCH:$SCRATCH")
+    # the token directory outside scratch, at the path scratch's tokens.d link points to
+    [[ -n $TOKEN_DIR && $TOKEN_DIR != "$SCRATCH"/* ]] && binds+=(--bind "$TOKEN_DIR:$TOKEN_DIR")
     if [[ $CVMFS_MODE == host || $CVMFS_MODE == mountrepo ]]; then
         binds+=(--bind "$CVMFS_HOST_ROOT:/cvmfs")
     elif [[ $CVMFS_MODE == cvmfsexec ]]; then
@@ -524,6 +545,7 @@ main() {
     done
     log "drone $TardisDroneUuid on $(uname -n): ${TardisDroneCores} cores," \
         "${TardisDroneMemory} MB, ${TardisDroneDisk} KiB, batch system $PILOT_BATCH_SYSTEM"
+    JOB_TMPDIR=${TMPDIR:-/tmp}
     make_scratch
     export TMPDIR=$SCRATCH
     check_token

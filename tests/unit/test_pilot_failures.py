@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -201,9 +204,24 @@ def test_x509_proxy_expiring_before_the_walltime(drone_env, scratch_base, tmp_pa
         service_missing("openssl is not installed (it makes the test certificate)")
     proxy = tmp_path / "x509up"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=drone-test", "-keyout", str(tmp_path / "key.pem"), "-out", str(proxy)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=drone-test",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(proxy),
+        ],
+        check=True,
+        capture_output=True,
     )
     drone_env["PATH"] = f"{drone_env['PATH']}:{Path(shutil.which('openssl')).parent}"
     drone_env["PILOT_X509_PROXY"] = str(proxy)
@@ -221,17 +239,54 @@ def test_x509_proxy_lifetime_is_the_earliest_end_in_its_chain(drone_env, scratch
     def openssl(*argv: str) -> None:
         subprocess.run(["openssl", *argv], check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=user",
-            "-keyout", str(tmp_path / "user.key"), "-out", str(tmp_path / "user.pem"))
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=user/CN=proxy",
-            "-keyout", str(tmp_path / "proxy.key"), "-out", str(tmp_path / "proxy.csr"))
-    openssl("x509", "-req", "-days", "30", "-in", str(tmp_path / "proxy.csr"),
-            "-CA", str(tmp_path / "user.pem"), "-CAkey", str(tmp_path / "user.key"),
-            "-set_serial", "7", "-out", str(tmp_path / "proxy.pem"))
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=user",
+        "-keyout",
+        str(tmp_path / "user.key"),
+        "-out",
+        str(tmp_path / "user.pem"),
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=user/CN=proxy",
+        "-keyout",
+        str(tmp_path / "proxy.key"),
+        "-out",
+        str(tmp_path / "proxy.csr"),
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-days",
+        "30",
+        "-in",
+        str(tmp_path / "proxy.csr"),
+        "-CA",
+        str(tmp_path / "user.pem"),
+        "-CAkey",
+        str(tmp_path / "user.key"),
+        "-set_serial",
+        "7",
+        "-out",
+        str(tmp_path / "proxy.pem"),
+    )
     proxy = tmp_path / "x509up"
     # the order of a proxy file: proxy certificate, its key, then the chain
-    proxy.write_text("".join((tmp_path / name).read_text()
-                             for name in ("proxy.pem", "proxy.key", "user.pem")))
+    proxy.write_text(
+        "".join((tmp_path / name).read_text() for name in ("proxy.pem", "proxy.key", "user.pem"))
+    )
     drone_env["PATH"] = f"{drone_env['PATH']}:{Path(shutil.which('openssl')).parent}"
     drone_env["PILOT_X509_PROXY"] = str(proxy)
     drone_env["PILOT_WALLTIME"] = str(3 * 86400)
@@ -273,9 +328,83 @@ def test_the_rendered_job_script_behaves_like_the_pilot(drone_env, scratch_base,
 
 def test_path_entry_point_prints_the_installed_pilot():
     out = subprocess.run(
-        [os.environ.get("PYTHON", shutil.which("python") or "python3"), "-m",
-         "tardis_sge_dask.pilot", "--path"],
-        capture_output=True, text=True, check=True,
+        [
+            os.environ.get("PYTHON", shutil.which("python") or "python3"),
+            "-m",
+            "tardis_sge_dask.pilot",
+            "--path",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert Path(out) == pilot_path()
     assert Path(out).read_text().startswith("#!/bin/bash")
+
+
+def test_a_world_readable_token_is_warned_about(drone_env, scratch_base, tmp_path):
+    token = tmp_path / "drone.token"
+    token.write_text("eyJhbGciOiJIUzI1NiJ9.secret-part.signature\n")
+    drone_env["PILOT_TOKEN_FILE"] = str(token)
+    token.chmod(0o644)
+    loose = run_pilot(drone_env)
+    assert loose.returncode == 0, loose.stderr
+    assert f"warning: token file {token} is readable by every user" in loose.stdout
+    token.chmod(0o600)
+    tight = run_pilot(drone_env)
+    assert tight.returncode == 0 and "readable by every user" not in tight.stdout
+
+
+def test_the_token_copy_lives_where_the_batch_system_cleans_even_after_sigkill(
+    drone_env, scratch_base, tmp_path
+):
+    # Grid Engine gives every job a TMPDIR of its own and removes it when the job ends,
+    # however it ends; PILOT_SCRATCH_BASE (big, shared scratch) is nobody's to clean
+    job_tmpdir = tmp_path / "sge-tmpdir" / "4711.1.all.q"
+    job_tmpdir.mkdir(parents=True)
+    token = tmp_path / "drone.token"
+    token.write_text("eyJhbGciOiJIUzI1NiJ9.secret-part.signature\n")
+    token.chmod(0o600)
+    payload = tmp_path / "payload"
+    payload.write_text("#!/bin/bash\nexec sleep 60\n")
+    payload.chmod(0o755)
+    drone_env.update(PILOT_TOKEN_FILE=str(token), PILOT_PYTHON=str(payload), TMPDIR=str(job_tmpdir))
+    pilot = subprocess.Popen(
+        ["bash", str(pilot_path())],
+        env=drone_env,
+        cwd=drone_env["HOME"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not list(job_tmpdir.rglob("drone.token")):
+            assert time.monotonic() < deadline, "the pilot never copied its token"
+            assert pilot.poll() is None, "the pilot ended early"
+            time.sleep(0.1)
+    finally:
+        # the batch system's kill: the whole job, no trap runs
+        for group in {os.getpgid(pilot.pid), *payload_groups(scratch_base)}:
+            os.killpg(group, signal.SIGKILL)
+        pilot.wait(10)
+    copies = [
+        path
+        for path in scratch_base.rglob("*")
+        if path.is_file() and "secret" in path.read_text(errors="replace")
+    ]
+    assert copies == [], "a token copy outlives the job in PILOT_SCRATCH_BASE"
+    (copy,) = job_tmpdir.rglob("drone.token")
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+
+
+def payload_groups(scratch_base: Path) -> set[int]:
+    """Process groups of processes started in the drone's scratch (the shielded payload)."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(scratch_base) in os.readlink(entry / "cwd"):
+                groups.add(os.getpgid(int(entry.name)))
+        except OSError:
+            continue
+    return groups
