@@ -198,13 +198,19 @@ def run_ours(n: int, interval: float, prefix: str, directory: Path) -> float:
 
 
 def stock_pool(configuration: str | None = None, interval: float = 30):
-    """TARDIS's stock pool: COBalD's FactoryPool with its fixed interval (30 s)."""
+    """TARDIS's stock pool: COBalD's FactoryPool with its fixed interval (30 s), one per
+    machine type under a WeightedComposite, on the drone factories the package's pool
+    factory made (its own pools stay at demand 0)."""
     from cobald.composite.factory import FactoryPool
+    from cobald.composite.weighted import WeightedComposite
 
     from tardis_sge_dask import poolfactory
 
-    poolfactory._factory_pool_class = lambda: FactoryPool
-    return poolfactory.create_composite_pool(configuration, interval=interval)
+    site_pool = poolfactory.create_composite_pool(configuration, interval=interval)
+    return WeightedComposite(
+        *[FactoryPool(factory=slot.pool.factory, interval=interval) for slot in site_pool.slots],
+        weight="utilisation",
+    )
 
 
 def run_stock(n: int, prefix: str, directory: Path) -> float:

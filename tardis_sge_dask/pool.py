@@ -1,5 +1,5 @@
-"""The factory pool behind each machine type: a COBalD ``FactoryPool`` that also lets go of
-drones still queued in the batch system.
+"""The factory pool behind each machine type: COBalD's ``FactoryPool`` contract, and it
+also lets go of drones still queued in the batch system.
 
 Stock ``FactoryPool`` (cobald 0.14) shrinks only when ``supply > demand``. A drone that is
 still queued at the site has supply 0, so with demand at 0 queued drones were never
@@ -7,6 +7,10 @@ released: measured on Grid Engine, they stayed queued and were drained only afte
 started. Here the comparison is against the demand already *committed* to the children,
 and queued drones are the first to go, busy ones the last. A released queued drone gets
 demand 0, which TARDIS's ``BootingState`` turns into a cancellation at the site.
+
+It keeps its own children rather than subclassing ``FactoryPool``, whose bookkeeping is
+private; released drones are kept until TARDIS has them down, because until then they
+still hold their place (and cores) at the site, which the site quota counts.
 
 The factory interval is a constructor argument (stock TARDIS hard-codes the 30 s default).
 A rise in demand is acted on within ``GROWTH_CHECK_INTERVAL``, not at the next interval.
@@ -19,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from cobald.composite.factory import FactoryPool
-from cobald.interfaces import Pool
+from cobald.daemon import service
+from cobald.interfaces import CompositePool, Pool
+from tardis.resources.dronestates import DownState, IntegrateState, IntegratingState
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.pool")
 
@@ -28,12 +33,23 @@ logger = logging.getLogger("cobald.runtime.tardis_sge_dask.pool")
 #: TARDIS drone states in which the batch job already runs but the drone is not yet seen
 #: in the overlay (each lasts up to one heartbeat): supply is still 0, yet the payload may
 #: already be working - a Dask worker joins the scheduler before TARDIS looks again
-JOINING_STATES = frozenset({"IntegrateState", "IntegratingState"})
+JOINING_STATES = (IntegrateState, IntegratingState)
 
 
 def is_joining(child: Pool) -> bool:
     """Whether a drone's job has started at the site but TARDIS has not integrated it yet."""
-    return type(getattr(child, "state", None)).__name__ in JOINING_STATES
+    return isinstance(getattr(child, "state", None), JOINING_STATES)
+
+
+def is_gone(child: Pool) -> bool:
+    """Whether a released drone no longer exists at the site.
+
+    A TARDIS drone is gone in ``DownState``; anything else that is not a TARDIS drone is
+    gone once it supplies nothing (``FactoryPool``'s notion of an inactive child).
+    """
+    if isinstance(getattr(child, "state", None), DownState):
+        return True
+    return not hasattr(child, "resource_attributes") and child.supply <= 0
 
 
 def release_order(child: Pool) -> tuple[bool, bool, float, float]:
@@ -49,9 +65,8 @@ def release_order(child: Pool) -> tuple[bool, bool, float, float]:
 GROWTH_CHECK_INTERVAL = 1.0
 
 
-# Not re-decorated with @service: FactoryPool already is (trio flavour) and a second
-# decoration would register the same instance to run twice.
-class ElasticFactoryPool(FactoryPool):
+@service(flavour=trio)
+class ElasticFactoryPool(CompositePool):
     """Factory pool that grows and shrinks its drones to the demand within one interval.
 
     :param children: drones restored from a registry
@@ -70,7 +85,13 @@ class ElasticFactoryPool(FactoryPool):
         machine_type: str | None = None,
         site_name: str | None = None,
     ):
-        super().__init__(*children, factory=factory, interval=interval)
+        self.factory = factory
+        self.interval = interval
+        self._demand: float = sum(child.demand for child in children)
+        #: children meant to provide resources
+        self._active: list[Pool] = list(children)
+        #: released children not yet gone from the site
+        self._released: list[Pool] = []
         site_agent = getattr(factory, "keywords", {}).get("site_agent")
         self.machine_type = machine_type or getattr(site_agent, "machine_type", None)
         self.site_name = site_name or getattr(site_agent, "site_name", None)
@@ -78,6 +99,40 @@ class ElasticFactoryPool(FactoryPool):
         #: the demand of the last adjustment: a rise above it is acted on at once
         self._adjusted_to: float = 0.0
 
+    # ---- COBalD's Pool interface ------------------------------------------------------
+    @property
+    def children(self) -> list[Pool]:
+        return [*self._active, *self._released]
+
+    @property
+    def demand(self) -> float:
+        return self._demand
+
+    @demand.setter
+    def demand(self, value: float) -> None:
+        # acted on by run(): creating drones may take a while
+        self._demand = value
+
+    @property
+    def supply(self) -> float:
+        return sum(child.supply for child in self.children)
+
+    @property
+    def utilisation(self) -> float:
+        return self._mean("utilisation")
+
+    @property
+    def allocation(self) -> float:
+        return self._mean("allocation")
+
+    def _mean(self, figure: str) -> float:
+        # FactoryPool's rule: the mean over children that supply something, 1 if none
+        active = [child for child in self.children if child.supply > 0]
+        if not active:
+            return 1.0
+        return sum(getattr(child, figure) for child in active) / len(active)
+
+    # ---- what the site pool and the controller look at --------------------------------
     @property
     def machine_meta_data(self) -> dict[str, Any] | None:
         """Cores / Memory (GB) / Disk (GB) [/ GPUs] of one drone of this machine type."""
@@ -91,12 +146,18 @@ class ElasticFactoryPool(FactoryPool):
     @property
     def drones(self) -> list[Pool]:
         """Children still meant to provide resources (not yet released)."""
-        return list(self._hatchery)
+        return list(self._active)
+
+    @property
+    def leaving(self) -> list[Pool]:
+        """Released children that still exist at the site (draining or being cancelled)."""
+        # read from the controller's thread: filter, never prune here
+        return [child for child in self._released if not is_gone(child)]
 
     @property
     def committed(self) -> float:
         """Demand already asked of the children that are not being released."""
-        return sum(child.demand for child in self._hatchery)
+        return sum(child.demand for child in self._active)
 
     async def run(self) -> None:
         since_adjustment = 0.0
@@ -119,13 +180,13 @@ class ElasticFactoryPool(FactoryPool):
     def _shrink(self, target: float) -> None:
         excess = self.committed - target
         released = 0
-        for child in sorted(self._hatchery, key=release_order):
+        for child in sorted(self._active, key=release_order):
             if excess <= 0:
                 break
             if child.demand <= excess:
                 excess -= child.demand
                 queued = child.supply <= 0
-                self._release_child(child)
+                self._release(child)
                 released += 1
                 logger.debug("released %s drone %r", "queued" if queued else "running", child)
         if released:
@@ -136,7 +197,7 @@ class ElasticFactoryPool(FactoryPool):
                 target,
                 self.committed,
             )
-        self._reap_children()
+        self._release_disabled()
 
     def _grow(self, target: float) -> None:
         missing = target - sum(child.demand for child in self.children)
@@ -146,6 +207,17 @@ class ElasticFactoryPool(FactoryPool):
                 # stock FactoryPool asserts here, which would abort the daemon
                 logger.error("factory produced a child without demand; not growing")
                 return
-            self._hatchery.add(child)
+            self._active.append(child)
             missing -= child.demand
-        self._reap_children()
+        self._release_disabled()
+
+    def _release(self, child: Pool) -> None:
+        child.demand = 0
+        self._active.remove(child)
+        self._released.append(child)
+
+    def _release_disabled(self) -> None:
+        # a child may disable itself by setting its own demand to 0 (FactoryPool contract)
+        for child in [child for child in self._active if child.demand <= 0]:
+            self._release(child)
+        self._released = [child for child in self._released if not is_gone(child)]

@@ -1,4 +1,10 @@
-"""``create_composite_pool`` that knows this package's adapters.
+"""``create_composite_pool`` that knows this package's adapters and builds its site pool.
+
+One :class:`~.sitepool.SitePool` above one :class:`~.pool.ElasticFactoryPool` per site
+and machine type (each behind a ``Logger`` named ``<site>_<type>``), sites in the order of
+``tardis.Sites`` (the order of preference), each with its ``quota``. The package's pools
+are imported like any other module: a broken install fails the daemon's start instead of
+silently running TARDIS's stock pool, which cannot take per-site demand.
 
 TARDIS resolves ``adapter: X`` by importing ``tardis.adapters.sites.x`` and has no plugin
 hook. This factory resolves the package's own adapter names first (from
@@ -15,27 +21,25 @@ configuration::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
 from functools import partial
 from importlib import import_module
-from typing import Any
 
-from cobald.composite.weighted import WeightedComposite
 from cobald.decorator.logger import Logger
-from cobald.decorator.standardiser import Standardiser
-from cobald.utility.primitives import infinity as inf
 from tardis.agents.batchsystemagent import BatchSystemAgent
 from tardis.agents.siteagent import SiteAgent
 from tardis.configuration.configuration import Configuration
 from tardis.resources.poolfactory import create_drone, get_drones_to_restore, load_plugins
 
+from .demand.packing import MachineShape
+from .pool import ElasticFactoryPool
 from .registry import (
     BATCH_SYSTEMS,
     SITE_ADAPTERS,
     TARDIS_BATCH_SYSTEMS,
     TARDIS_SITE_ADAPTERS,
-    load_reference,
 )
+from .sitepool import MachineTypeSlot, SitePool
 from .sites.settings import SiteConfigError
 from .startup import refuse_site_config_error, validate_daemon_configuration
 
@@ -70,18 +74,7 @@ def batch_system_adapter_class(name: str) -> type:
         ) from None
 
 
-def _factory_pool_class() -> Callable[..., Any]:
-    try:
-        return load_reference("tardis_sge_dask.pool:ElasticFactoryPool")
-    except (ImportError, AttributeError):
-        from cobald.composite.factory import FactoryPool
-
-        return FactoryPool
-
-
-def create_composite_pool(
-    configuration: str | None = None, interval: float = 10
-) -> WeightedComposite:
+def create_composite_pool(configuration: str | None = None, interval: float = 10) -> SitePool:
     """Build TARDIS's pool hierarchy: one factory pool per site and machine type."""
     validate_daemon_configuration()
     try:
@@ -91,16 +84,16 @@ def create_composite_pool(
         raise
 
 
-def _create_composite_pool(configuration: str | None, interval: float) -> WeightedComposite:
+def _create_composite_pool(configuration: str | None, interval: float) -> SitePool:
     configuration = Configuration(configuration)
     batch_system = configuration.BatchSystem
     batch_system_agent = BatchSystemAgent(
         batch_system_adapter=batch_system_adapter_class(batch_system.adapter)()
     )
     plugins = load_plugins()
-    factory_pool = _factory_pool_class()
 
-    composites = []
+    slots: list[MachineTypeSlot] = []
+    quotas: dict[str, float] = {}
     for site in configuration.Sites:
         adapter_class = site_adapter_class(site.adapter)
         site_section = getattr(configuration, site.name, None)
@@ -108,7 +101,6 @@ def _create_composite_pool(configuration: str | None, interval: float) -> Weight
             raise SiteConfigError(
                 f"tardis.{site.name}.MachineTypes", "missing: list the machine types"
             )
-        site_composites = []
         for machine_type in site_section.MachineTypes:
             site_agent = SiteAgent(adapter_class(machine_type=machine_type, site_name=site.name))
             restored = [
@@ -134,17 +126,22 @@ def _create_composite_pool(configuration: str | None, interval: float) -> Weight
                 batch_system_agent=batch_system_agent,
                 plugins=plugins.values(),
             )
-            site_composites.append(
-                Logger(
-                    factory_pool(*restored, factory=drone_factory, interval=interval),
-                    name=f"{site.name.lower()}_{machine_type.lower()}",
+            pool = ElasticFactoryPool(*restored, factory=drone_factory, interval=interval)
+            meta = pool.machine_meta_data
+            if not meta:
+                raise SiteConfigError(
+                    f"tardis.{site.name}.MachineMetaData.{machine_type}",
+                    "missing: give Cores, Memory (GB) and Disk (GB)",
+                )
+            slots.append(
+                MachineTypeSlot(
+                    site=site.name,
+                    pool=pool,
+                    target=Logger(pool, name=f"{site.name.lower()}_{machine_type.lower()}"),
+                    shape=MachineShape.from_meta_data(machine_type, meta),
                 )
             )
-        quota = getattr(site, "quota", inf)
-        composites.append(
-            Standardiser(
-                WeightedComposite(*site_composites, weight="utilisation"),
-                maximum=quota if quota is not None and quota >= 0 else inf,
-            )
-        )
-    return WeightedComposite(*composites, weight="utilisation")
+        quota = getattr(site, "quota", None)
+        # TARDIS's model: -1 (or nothing) is no limit
+        quotas[site.name] = quota if quota is not None and quota >= 0 else math.inf
+    return SitePool(*slots, quotas=quotas)

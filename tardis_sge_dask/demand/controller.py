@@ -1,9 +1,10 @@
 """``DaskDemandController``: set the drone demand from the workers Dask users are waiting for.
 
-Every ``interval`` the controller reads its demand source, packs the waiting worker jobs
-onto the configured machine types and sets the demand (in cores) to
+Every ``interval`` the controller reads its demand source, routes the waiting worker jobs
+to the sites (:mod:`.routing`: a job's own site, else the sites in the order of preference
+within their quotas), packs them onto each site's machine types and wants
 
-    per machine type:  busy + max(drones needed for waiting jobs, joining + recently idle),
+    per site and machine type:  busy + max(drones needed for waiting jobs, joining + recently idle),
                        at least the drones running jobs + those needed for waiting jobs
 
 * busy drones (running workers) are always kept;
@@ -14,6 +15,11 @@ onto the configured machine types and sets the demand (in cores) to
 * an idle running drone is kept for ``idle_time`` seconds (a new job may come), then let go
   through TARDIS's drain.
 
+It acts only through its pipeline: it reads the drones per site and machine type from the
+pipeline's ``supply`` and sets the pipeline's ``demand`` with the drones it wants per site
+and machine type (:mod:`.plan`); the package's site pool at the bottom of the pipeline
+splits it, so an admin's ``Limiter``/``Logger``/``Buffer`` and the site quotas apply.
+
 A source that fails or hangs is logged and its last good reading is used; ``run`` never
 raises and never returns, because either would stop the whole COBalD daemon.
 """
@@ -21,54 +27,23 @@ raises and never returns, because either would stop the whole COBalD daemon.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cobald.daemon import service
-from cobald.interfaces import CompositePool, Controller, Pool
+from cobald.interfaces import Controller, Pool
 
-from ..pool import ElasticFactoryPool, is_joining
-from .packing import MachineShape, Packing, pack
+from .packing import JobShape, MachineShape, pack
+from .plan import Census, Plan, SiteCensus, SlotCensus, SlotKey, shaped_demand, slot_name
+from .routing import Routing, route
 from .sources import DemandSnapshot, DemandSource
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.controller")
-
-
-def find_typed_pools(pool: Pool) -> Iterator[ElasticFactoryPool]:
-    """Walk a COBalD pipeline below the controller and yield the per-machine-type pools."""
-    seen: set[int] = set()
-    stack = [pool]
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ElasticFactoryPool):
-            yield item
-            continue
-        target = getattr(item, "target", None)
-        if isinstance(target, Pool):
-            stack.append(target)
-        if isinstance(item, CompositePool):
-            stack.extend(reversed(list(item.children)))
-
-
-@dataclass
-class DroneCounts:
-    """Drones of one machine type as seen in the pool."""
-
-    busy: int = 0
-    idle: int = 0
-    starting: int = 0
-    #: job started at the site, not yet integrated by TARDIS (see ``pool.JOINING_STATES``)
-    joining: int = 0
-    #: of those, the ones joining for less than ``idle_time``
-    recent_joining: int = 0
 
 
 class IdleClock:
@@ -107,6 +82,8 @@ class DaskDemandController(Controller):
     :param max_new_cores: cap on the cores added per interval (``null`` = no cap)
     :param idle_time: seconds an idle running drone is kept before it is let go
     :param source_timeout: seconds a reading may take (default: ``interval``)
+    :param spill_after: seconds a site's drones may stay queued before waiting jobs that
+        name no site go to the next site (``None``: only a full quota spills)
     """
 
     def __init__(
@@ -120,6 +97,7 @@ class DaskDemandController(Controller):
         max_new_cores: float | None = None,
         idle_time: float = 300,
         source_timeout: float | None = None,
+        spill_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__(target=target)
@@ -134,19 +112,21 @@ class DaskDemandController(Controller):
         self.max_new_cores = max_new_cores
         self.idle_time = idle_time
         self.source_timeout = source_timeout or interval
+        self.spill_after = spill_after
         self._configured_types = (
             [MachineShape.from_meta_data(name, meta) for name, meta in machine_types.items()]
             if machine_types
             else None
         )
         self._clock = clock
-        self._idle: dict[str, IdleClock] = {}
-        self._joining_since: dict[object, float] = {}
+        self._idle: dict[SlotKey, IdleClock] = {}
+        self._wanted_keys: dict[SlotKey, int] = {}
+        self._last_decisions: tuple = ()
         self._last_good: DemandSnapshot | None = None
         self._failing = False
         self._last_state: tuple | None = None
         self._last_unfit: tuple | None = None
-        #: drones per machine type last asked for
+        #: drones per site/machine type last asked for
         self.wanted: dict[str, int] = {}
 
     # ---- the loop -------------------------------------------------------------------
@@ -184,190 +164,160 @@ class DaskDemandController(Controller):
         return snapshot
 
     async def regulate(self) -> None:
-        """One step: read, decide, set the demand."""
+        """One step: read, route, decide, set the demand."""
         snapshot = await self.read_source()
         if snapshot is None:
             return  # nothing ever read: leave the pool alone
-        pools = list(find_typed_pools(self.target))
-        machine_types = self.machine_types(pools)
-        if not machine_types:
+        census = self.census()
+        if not census.slots:
             logger.error("no machine types configured or found in the pool; demand unchanged")
             return
-        packing = pack(snapshot.waiting, machine_types)
-        self._report_unfit(packing)
-        running = pack(snapshot.running_shapes, machine_types)
+        routing = route(snapshot.waiting, census, self.spill_after)
+        self._report(routing)
         now = self._clock()
-        counts = self.count_drones(pools, machine_types, now)
-        wanted = {}
-        for machine in machine_types:
-            seen = counts.get(machine.name, DroneCounts())
-            clock = self._idle.setdefault(machine.name, IdleClock())
-            clock.update(seen.idle, now)
+        running = self._running_drones(snapshot.running_shapes, census)
+        wanted: dict[SlotKey, int] = {}
+        for slot in census.slots:
+            clock = self._idle.setdefault(slot.key, IdleClock())
+            clock.update(slot.idle, now)
             recent_idle = clock.recent(now, self.idle_time)
             # a joining drone is either busy already (its worker connected before TARDIS
-            # looked) or about to take a waiting job: keep it, but do not count it twice
+            # looked) or about to take a waiting job: keep it, but do not count it twice;
+            # one that never shows up in the overlay is kept only for idle_time
+            recent_joining = sum(1 for age in slot.joining_ages if age < self.idle_time)
+            needed = routing.needed.get(slot.key, 0)
             # A worker job is matched seconds after its startd joins, often before TARDIS
             # has seen the drone busy (or at all): drones that exist are kept for the jobs
             # running on them, never new ones asked for.
-            have = seen.busy + seen.idle + seen.starting + seen.joining
-            running_on = max(seen.busy, min(running.drones[machine.name], have))
-            wanted[machine.name] = max(
-                seen.busy + max(packing.drones[machine.name], seen.recent_joining + recent_idle),
-                running_on + packing.drones[machine.name],
+            running_on = max(slot.busy, min(running.get(slot.key, 0), slot.have))
+            wanted[slot.key] = max(
+                slot.busy + max(needed, recent_joining + recent_idle),
+                running_on + needed,
             )
-        wanted = self.bound(wanted, machine_types, counts)
-        self.apply(wanted, machine_types, pools)
-        self._log(snapshot, packing, counts, wanted, machine_types)
+        wanted = self.bound(wanted, census)
+        self.wanted = {slot_name(key): count for key, count in wanted.items()}
+        cores = sum(wanted[slot.key] * slot.shape.cores for slot in census.slots)
+        # the one place the controller acts: the pipeline's demand, carrying the plan
+        self.target.demand = shaped_demand(cores, Plan(dict(wanted)))
+        self._log(snapshot, routing, census, wanted, cores)
 
     # ---- pieces ---------------------------------------------------------------------
-    def machine_types(self, pools: list[ElasticFactoryPool]) -> list[MachineShape]:
-        if self._configured_types:
-            return self._configured_types
-        found: dict[str, MachineShape] = {}
-        for pool in pools:
-            meta = pool.machine_meta_data
-            if pool.machine_type and meta:
-                found.setdefault(
-                    pool.machine_type, MachineShape.from_meta_data(pool.machine_type, meta)
-                )
-        return list(found.values())
+    def census(self) -> Census:
+        """The drones per site and machine type, as the pipeline's supply reports them."""
+        supply = self.target.supply
+        census = getattr(supply, "census", None)
+        if not isinstance(census, Census):
+            return self._estimated_census(supply)
+        if not self._configured_types:
+            return census
+        configured = {machine.name: machine for machine in self._configured_types}
+        return dataclasses.replace(
+            census,
+            slots=tuple(
+                dataclasses.replace(slot, shape=configured.get(slot.shape.name, slot.shape))
+                for slot in census.slots
+            ),
+        )
 
-    def count_drones(
-        self,
-        pools: list[ElasticFactoryPool],
-        machine_types: list[MachineShape],
-        now: float | None = None,
-    ) -> dict[str, DroneCounts]:
-        now = self._clock() if now is None else now
-        counts: dict[str, DroneCounts] = {}
-        typed = [pool for pool in pools if pool.machine_type]
-        if typed:
-            joining_since: dict[object, float] = {}
-            for pool in typed:
-                entry = counts.setdefault(pool.machine_type, DroneCounts())
-                for drone in pool.drones:
-                    if drone.supply <= 0 and is_joining(drone):
-                        # a drone that never shows up in the overlay is protected only
-                        # for idle_time, then treated like one still queued
-                        key = self._drone_key(drone)
-                        since = joining_since[key] = self._joining_since.get(key, now)
-                        entry.joining += 1
-                        if now - since < self.idle_time:
-                            entry.recent_joining += 1
-                    elif drone.supply <= 0:
-                        entry.starting += 1
-                    elif drone.allocation > 0:
-                        entry.busy += 1
-                    else:
-                        entry.idle += 1
-            self._joining_since = joining_since
-            return counts
-        # a pipeline without our pool: estimate from the aggregate, one machine type
-        machine = machine_types[0]
-        supply = max(self.target.supply, 0.0)
-        running = int(round(supply / machine.cores))
-        busy = min(running, math.ceil(supply * self.target.allocation / machine.cores - 1e-9))
-        counts[machine.name] = DroneCounts(busy=busy, idle=running - busy)
-        return counts
+    def _estimated_census(self, supply: float) -> Census:
+        """A pipeline without the package's site pool: estimated from the aggregate.
+
+        Only the configured machine types are known; the running drones are taken to be of
+        the first one.
+        """
+        if not self._configured_types:
+            return Census()
+        first, *others = self._configured_types
+        supply = max(float(supply), 0.0)
+        running = int(round(supply / first.cores))
+        busy = min(running, math.ceil(supply * self.target.allocation / first.cores - 1e-9))
+        slots = [SlotCensus(site="", shape=first, busy=busy, idle=running - busy)]
+        slots += [SlotCensus(site="", shape=machine) for machine in others]
+        return Census(sites=(SiteCensus(""),), slots=tuple(slots))
 
     @staticmethod
-    def _drone_key(drone: Pool) -> object:
-        attributes = getattr(drone, "resource_attributes", None)
-        uuid = getattr(attributes, "drone_uuid", None) if attributes is not None else None
-        return uuid or id(drone)
+    def _running_drones(
+        running_shapes: Mapping[JobShape, int], census: Census
+    ) -> dict[SlotKey, int]:
+        """Drones per site and machine type the running jobs would fill."""
+        drones: dict[SlotKey, int] = {}
+        for site in census.sites:
+            machines = [slot.shape for slot in census.slots_of(site.name)]
+            here = Counter(
+                {job: n for job, n in running_shapes.items() if job.site in ("", site.name)}
+            )
+            for name, count in pack(here, machines).drones.items():
+                drones[(site.name, name)] = count
+        return drones
 
-    def bound(
-        self,
-        wanted: dict[str, int],
-        machine_types: list[MachineShape],
-        counts: dict[str, DroneCounts],
-    ) -> dict[str, int]:
+    def bound(self, wanted: dict[SlotKey, int], census: Census) -> dict[SlotKey, int]:
         """Apply the cap on new cores per interval, then maximum and minimum (whole drones)."""
-        cores = {machine.name: machine.cores for machine in machine_types}
+        slots = {slot.key: slot for slot in census.slots}
+        cores = {key: slot.shape.cores for key, slot in slots.items()}
         if self.max_new_cores is not None:
             budget = self.max_new_cores
-            for machine in machine_types:
-                seen = counts.get(machine.name, DroneCounts())
-                have = max(
-                    self.wanted.get(machine.name, 0),
-                    seen.busy + seen.idle + seen.starting + seen.joining,
-                )
-                extra = wanted[machine.name] - have
+            for key, slot in slots.items():
+                have = max(self._wanted_keys.get(key, 0), slot.have)
+                extra = wanted[key] - have
                 if extra > 0:
-                    allowed = min(extra, int(budget // cores[machine.name]))
-                    wanted[machine.name] = have + allowed
-                    budget -= allowed * cores[machine.name]
+                    allowed = min(extra, int(budget // cores[key]))
+                    wanted[key] = have + allowed
+                    budget -= allowed * cores[key]
 
         def total() -> float:
-            return sum(count * cores[name] for name, count in wanted.items())
+            return sum(count * cores[key] for key, count in wanted.items())
 
-        # trim the biggest machine types first so small requests keep being served
-        for machine in sorted(machine_types, key=lambda m: -m.cores):
-            while total() > self.maximum and wanted[machine.name] > 0:
-                wanted[machine.name] -= 1
-        smallest = min(machine_types, key=lambda m: m.cores)
-        while total() < self.minimum and total() + smallest.cores <= self.maximum:
-            wanted[smallest.name] += 1
+        # trim the least preferred site and its biggest machine types first, so small
+        # requests at the preferred site keep being served
+        order = {site.name: index for index, site in enumerate(census.sites)}
+        for key in sorted(slots, key=lambda k: (-order[k[0]], -cores[k])):
+            while total() > self.maximum and wanted[key] > 0:
+                wanted[key] -= 1
+        smallest = min(slots, key=lambda k: (order[k[0]], slots[k].shape.gpus, cores[k]))
+        while total() < self.minimum and total() + cores[smallest] <= self.maximum:
+            wanted[smallest] += 1
+        self._wanted_keys = dict(wanted)
         return wanted
 
-    def apply(
-        self,
-        wanted: dict[str, int],
-        machine_types: list[MachineShape],
-        pools: list[ElasticFactoryPool],
-    ) -> None:
-        cores = {machine.name: machine.cores for machine in machine_types}
-        self.wanted = dict(wanted)
-        typed: dict[str, list[ElasticFactoryPool]] = {}
-        for pool in pools:
-            if pool.machine_type in cores:
-                typed.setdefault(pool.machine_type, []).append(pool)
-        if len(pools) <= 1 or not typed:
-            # one pool: go through the pipeline so its decorators (Limiter, Logger) apply
-            self.target.demand = sum(count * cores[name] for name, count in wanted.items())
-            return
-        # several machine types: a composite above them would split the demand by weight
-        # and lose the shapes, so each machine type's pool is addressed directly
-        for name, count in wanted.items():
-            members = typed.get(name, [])
-            if not members:
-                if count:
-                    logger.error("machine type %s has no pool; %d drone(s) not requested",
-                                 name, count)
-                continue
-            share, extra = divmod(count, len(members))
-            for index, pool in enumerate(members):
-                pool.demand = (share + (1 if index < extra else 0)) * cores[name]
-
-    def _report_unfit(self, packing: Packing) -> None:
-        unfit = tuple(sorted(packing.unfit.items()))
+    def _report(self, routing: Routing) -> None:
+        unfit = tuple(sorted(routing.unfit.items()))
         if unfit and unfit != self._last_unfit:
             shapes = ", ".join(f"{count}x {shape}" for shape, count in unfit)
             logger.warning("waiting jobs that fit no machine type (not counted): %s", shapes)
         self._last_unfit = unfit
+        decisions = tuple(routing.decisions)
+        if decisions != self._last_decisions and (len(decisions) > 1 or routing.waiting
+                                                   or self._several_sites(routing)):
+            for decision in decisions:
+                logger.info("routing: %s", decision)
+        self._last_decisions = decisions
+
+    @staticmethod
+    def _several_sites(routing: Routing) -> bool:
+        return len({key[0] for key in routing.needed}) > 1
 
     def _log(
         self,
         snapshot: DemandSnapshot,
-        packing: Packing,
-        counts: dict[str, DroneCounts],
-        wanted: dict[str, int],
-        machine_types: list[MachineShape],
+        routing: Routing,
+        census: Census,
+        wanted: dict[SlotKey, int],
+        cores: float,
     ) -> None:
-        cores = sum(count * machine.cores for machine in machine_types
-                    for name, count in wanted.items() if name == machine.name)
         state = (snapshot.summary(), tuple(sorted(wanted.items())))
         if state == self._last_state:
             return
         self._last_state = state
-        def joining(name: str) -> str:
-            seen = counts.get(name, DroneCounts()).joining
+        slots = {slot.key: slot for slot in census.slots}
+
+        def joining(key: SlotKey) -> str:
+            seen = slots[key].joining
             return f", joining {seen}" if seen else ""
 
         per_type = ", ".join(
-            f"{name}: {count} (busy {counts.get(name, DroneCounts()).busy}{joining(name)}, "
-            f"for waiting {packing.drones.get(name, 0)})"
-            for name, count in sorted(wanted.items())
+            f"{slot_name(key)}: {count} (busy {slots[key].busy}{joining(key)}, "
+            f"for waiting {routing.needed.get(key, 0)})"
+            for key, count in wanted.items()
         )
         stale = " [source failing: last good reading]" if self._failing else ""
         detail = f" [{snapshot.detail}]" if snapshot.detail else ""

@@ -29,10 +29,13 @@ class JobShape:
     cores: float = 1.0
     memory_gb: float = 0.0
     gpus: int = 0
+    #: the site the job insists on ("": any site)
+    site: str = ""
 
     def __str__(self) -> str:
         gpus = f", {self.gpus} GPU" if self.gpus else ""
-        return f"{self.cores:g} cores/{self.memory_gb:g} GB{gpus}"
+        site = f" at {self.site}" if self.site else ""
+        return f"{self.cores:g} cores/{self.memory_gb:g} GB{gpus}{site}"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ class DaskDemandControllerTag(_Tag):
     source_timeout: Positive | None = Field(
         None, description="seconds one reading may take", doc_default="the interval"
     )
+    spill_after: Positive | None = Field(
+        None,
+        description="seconds a site's drones may stay queued before jobs go to the next site",
+        doc_default="never (only a full quota spills)",
+    )
 
     @root_validator(skip_on_failure=True)
     def _bounds(cls, values: dict[str, Any]) -> dict[str, Any]:  # noqa: N805

@@ -7,14 +7,14 @@ import logging
 from collections import Counter
 
 import pytest
-from cobald.composite.weighted import WeightedComposite
 from cobald.decorator.logger import Logger
 from cobald.interfaces import Pool
 
 from tardis_sge_dask.demand.controller import DaskDemandController
-from tardis_sge_dask.demand.packing import JobShape
+from tardis_sge_dask.demand.packing import JobShape, MachineShape
 from tardis_sge_dask.demand.sources import DemandSnapshot, DemandSource, DemandSourceError
 from tardis_sge_dask.pool import ElasticFactoryPool
+from tardis_sge_dask.sitepool import MachineTypeSlot, SitePool
 
 IDEFIX = {"idefix.q": {"Cores": 8, "Memory": 32}}
 WORKER = JobShape(2, 7.45)  # dask-jobqueue cores=2, memory="8GB"
@@ -77,9 +77,23 @@ class Clock:
         return self.now
 
 
+def site_pool(*pools, site="physnet", clock=None, quotas=None):
+    """The package's site pool above ``pools`` (each knows its machine type)."""
+    slots = [MachineTypeSlot(site=site, pool=pool, shape=MachineShape.from_meta_data(
+        pool.machine_type, SHAPES[pool.machine_type])) for pool in pools]
+    return SitePool(*slots, quotas=quotas, **({"clock": clock} if clock else {}))
+
+
+SHAPES = {
+    "idefix.q": {"Cores": 8, "Memory": 32},
+    "graphix.q": {"Cores": 16, "Memory": 64, "GPUs": 2},
+}
+
+
 def controller(pool, source, **kwargs):
-    kwargs.setdefault("machine_types", IDEFIX)
-    return DaskDemandController(Logger(pool, name="idefix"), source=source, interval=1,
+    """The controller above the package's site pool, with a Logger in between."""
+    top = site_pool(pool, clock=kwargs.get("clock"))
+    return DaskDemandController(Logger(top, name="idefix"), source=source, interval=1,
                                 **kwargs)
 
 
@@ -260,12 +274,9 @@ async def test_run_survives_every_source_failure_and_keeps_going():
 async def test_several_machine_types_get_their_own_drones():
     idefix = make_pool("idefix.q", 8)
     graphix = make_pool("graphix.q", 16)
-    top = WeightedComposite(Logger(idefix, name="i"), Logger(graphix, name="g"))
+    top = Logger(site_pool(idefix, graphix), name="physnet")
     reading = DemandSnapshot(waiting=Counter({WORKER: 8, JobShape(4, 16, 1): 2}))
-    ctrl = DaskDemandController(top, source=ScriptedSource(reading), interval=1, machine_types={
-        "idefix.q": {"Cores": 8, "Memory": 32},
-        "graphix.q": {"Cores": 16, "Memory": 64, "GPUs": 2},
-    })
+    ctrl = DaskDemandController(top, source=ScriptedSource(reading), interval=1)
     await ctrl.regulate()
     # both GPU jobs share one graphix drone; its leftover 8 cores/32 GB take four small
     # workers, the other four need one idefix drone
@@ -283,7 +294,8 @@ async def test_machine_types_default_to_the_pools_tardis_meta_data():
 
     pool = ElasticFactoryPool(factory=partial(lambda site_agent: FakeDrone(8), site_agent=Agent()),
                               interval=1)
-    ctrl = DaskDemandController(pool, source=ScriptedSource(waiting(5)), interval=1)
+    top = SitePool(MachineTypeSlot(site="physnet", pool=pool))
+    ctrl = DaskDemandController(top, source=ScriptedSource(waiting(5)), interval=1)
     await ctrl.regulate()
     assert pool.machine_type == "idefix.q"
     assert pool.demand == 16

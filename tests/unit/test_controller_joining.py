@@ -9,13 +9,11 @@ one still queued — the pool released it and TARDIS drained a worker that was c
 
 from __future__ import annotations
 
+from tardis.resources.dronestates import IntegratingState
+
 from tardis_sge_dask.pool import release_order
 from tests.unit.test_controller import Clock, FakeDrone, ScriptedSource, controller, make_pool
 from tests.unit.test_controller import waiting as waiting_jobs
-
-
-class IntegratingState:
-    """Stands for TARDIS's state class of the same name (only the name is looked at)."""
 
 
 class JoiningDrone(FakeDrone):
