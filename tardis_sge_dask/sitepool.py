@@ -224,6 +224,7 @@ class SitePool(CompositePool):
         census: Census,
         shapes: Mapping[SlotKey, MachineShape],
     ) -> None:
+        have = {slot.key: slot.have for slot in census.slots}
         for site in self.site_names:
             keys = [key for key in shapes if key[0] == site]
             if not keys:
@@ -231,10 +232,12 @@ class SitePool(CompositePool):
             smallest = min(keys, key=lambda k: (shapes[k].gpus, shapes[k].cores))
             room = self.quotas[site] - self._held_cores(site, drones, census, shapes)
             while sum(n * shapes[k].cores for k, n in drones.items()) + _EPS < total:
-                if not math.isinf(room) and room + _EPS < shapes[smallest].cores:
+                # a drone that exists already costs no room
+                cost = shapes[smallest].cores if drones[smallest] >= have.get(smallest, 0) else 0
+                if not math.isinf(room) and room + _EPS < cost:
                     break
                 drones[smallest] += 1
-                room -= shapes[smallest].cores
+                room -= cost
             else:
                 return
 

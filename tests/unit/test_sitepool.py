@@ -140,3 +140,13 @@ def test_utilisation_and_allocation_are_weighted_by_supply():
     assert site.allocation == 0.5 and site.utilisation == 0.5
     empty, _ = two_sites()
     assert empty.allocation == 1.0
+
+
+def test_a_lower_plain_number_gives_up_the_next_site_first():
+    site, pools = two_sites(quota_a=16, quota_b=8)
+    site.demand = 24
+    for pool in pools.values():
+        pool.adjust()
+    site.demand = 16
+    assert pools[("A", "idefix.q")].demand == 16
+    assert pools[("B", "batch")].demand == 0
