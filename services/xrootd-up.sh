@@ -1,8 +1,9 @@
 #!/bin/bash
 # xrootd-up.sh - a grid storage element for the tests: Debian's XRootD server on port 1094
-# (reached as root://localhost:1094), exporting /data, that admits only X.509 (GSI)
-# clients whose certificate chain ends at the test CA made here and whose DN the
-# grid-mapfile maps to an account the authorization database lets in.
+# (reached as root://localhost:1094; connections from other hosts are refused), exporting
+# /data, that admits only X.509 (GSI) clients whose certificate chain ends at the test CA
+# made here and whose DN the grid-mapfile maps to an account the authorization database
+# lets in.
 #
 # Made once and kept (GRID_STATE, default /var/lib/tardis-sge-dask/grid):
 #   ca/                    the test CA's certificate and key (root only)
@@ -101,6 +102,10 @@ cat >"$RUN/xrootd.cfg.new" <<CFG
 all.adminpath $RUN
 all.pidpath $RUN
 xrd.port $PORT
+# only this host: no client elsewhere has any business with the tests' storage
+xrd.network nodnr
+xrd.allow host 127.0.0.1
+xrd.allow host [::1]
 all.export /data
 oss.localroot $STATE/storage
 xrootd.seclib libXrdSec.so
