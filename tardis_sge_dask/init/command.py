@@ -65,6 +65,7 @@ def run_init(
     ssh: dict | None,
     record: Path | None = None,
     timeout: float = 60,
+    runner: Runner | None = None,
 ) -> tuple[str, Any]:
     """Probe, write ``output`` (never over an existing file); returns (text, survey)."""
     if output.exists():
@@ -73,14 +74,18 @@ def run_init(
         raise InitError(f"{output.parent} is not a directory")
     from ..pilot import pilot_path
 
-    runner = Runner(make_executor(ssh), timeout=timeout)
+    runner = runner or Runner(make_executor(ssh), timeout=timeout)
     try:
         kind = batch_system or detect(runner)
         survey = PROBES[kind](runner)
     finally:
         runner.close()
         if record is not None:
-            record.write_text(json.dumps([asdict(answer) for answer in runner.answers], indent=1))
+            label = f"recorded by tardis-sge-dask init on {os.uname().nodename}" + (
+                f" over SSH as {ssh['username']}@{ssh['host']}" if ssh else ""
+            )
+            answers = [asdict(answer) for answer in runner.answers]
+            record.write_text(json.dumps({"label": label, "answers": answers}, indent=1))
     name = site or {"sge": "gridengine", "slurm": "slurm"}[kind]
     where = f"{ssh['username']}@{ssh['host']}" if ssh else f"local, {os.uname().nodename}"
     text = write(

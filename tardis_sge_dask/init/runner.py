@@ -62,18 +62,26 @@ class Runner:
 
 
 class ReplayRunner(Runner):
-    """Answers from recorded outputs (the unit tests): ``{command: (stdout, exit code)}``."""
+    """Answers from recorded outputs (``init --record``'s JSON; the unit tests' fixtures).
 
-    def __init__(self, answers: dict[str, tuple[str, int]]):
+    A command that was not recorded fails with exit code 127, as a missing command would.
+    """
+
+    def __init__(self, recorded: dict[str, Any] | list[dict[str, Any]]):
         super().__init__(executor=None)
         self._loop.close()
-        self.recorded = answers
+        answers = recorded["answers"] if isinstance(recorded, dict) else recorded
+        self.recorded = {answer["command"]: answer for answer in answers}
         self.asked: list[str] = []
 
     def __call__(self, *argv: str) -> Output:
         command = shlex.join(argv)
         self.asked.append(command)
-        stdout, code = self.recorded.get(command, ("", 127))
-        output = Output(command, stdout if code == 0 else "", "" if code == 0 else stdout, code)
+        answer = self.recorded.get(command)
+        output = (
+            Output(command, "", f"not recorded: {command}", 127)
+            if answer is None
+            else Output(command, answer["stdout"], answer["stderr"], answer["exit_code"])
+        )
         self.answers.append(output)
         return output

@@ -50,7 +50,9 @@ _UNITS = {
 # ------------------------------------------------------------------ parsers
 def parse_conf(text: str) -> dict[str, str]:
     """``qconf -sq/-se/-sp/-su`` output: ``name value`` lines, ``\\`` continues a line."""
-    joined = re.sub(r"\\\s*\n\s*", "", text)
+    # a continued list goes on after its comma (``a=1, \``) or its blank (``n1 n2 \``)
+    joined = re.sub(r",\s*\\\s*\n\s*", ",", text)
+    joined = re.sub(r"\s*\\\s*\n\s*", " ", joined)
     conf: dict[str, str] = {}
     for line in joined.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -159,11 +161,11 @@ def choose_memory_attribute(complexes: dict[str, Complex]) -> Sourced:
     )
 
 
-def choose_gpu_attribute(complexes: dict[str, Complex]) -> str | None:
+def choose_gpu_attribute(complexes: dict[str, Complex]) -> Complex | None:
     for name, entry in complexes.items():
         if name.lower() in GPU_ATTRIBUTES and entry.consumable in ("YES", "JOB"):
-            if entry.type in ("INT", "DOUBLE") and entry.requestable in ("YES", "FORCED"):
-                return name
+            if entry.type in ("INT", "DOUBLE", "RSMAP") and entry.requestable in ("YES", "FORCED"):
+                return entry
     return None
 
 
@@ -297,7 +299,9 @@ class SGEProbe:
             return leave_out("slots 0")
         known = [self.host(name) for name in hosts]
         host_cores = min((host.cores for host in known if host.cores), default=None)
-        host_memory = min((host.memory_mb for host in known if host.memory_mb), default=None)
+        # the host with the least memory per core bounds a drone's memory on every host
+        sized = [host for host in known if host.cores and host.memory_mb]
+        poorest = min(sized, key=lambda host: host.memory_mb / host.cores, default=None)
         # the PE that keeps every core of a drone on one host
         pe_name, pe_source, pe_question = self.choose_pe(conf, hosts)
         cap = min(MAX_DRONE_CORES, slots, host_cores or slots)
@@ -312,7 +316,7 @@ class SGEProbe:
                 f" num_proc {host_cores} of the smallest host (qconf -se))",
             )
         meta = {"Cores": cores}
-        meta["Memory"] = self.memory_of(queue, conf, hosts, cores.value, host_cores, host_memory)
+        meta["Memory"] = self.memory_of(queue, conf, hosts, cores.value, poorest)
         meta["Disk"] = Sourced(
             DISK_PER_CORE * cores.value,
             f"{DISK_PER_CORE} GB per core: Grid Engine does not report node scratch",
@@ -339,17 +343,24 @@ class SGEProbe:
                 "which project may the drones' account submit under?",
             )
         proposal = MachineTypeProposal(machine_type_name(queue), meta, config)
-        if self.gpu and all(self.gpu in host.capacities for host in known):
-            count = min(int(float(host.capacities[self.gpu])) for host in known)
-            proposal.gpus = Sourced(
-                1,
-                f"qconf -sc: {self.gpu} is consumable; qconf -se: {count} on each host;"
-                " one per drone",
-                "more GPUs per drone?",
-            )
-            config["ExtraOptions"] = Sourced(
-                ["-l", f"{self.gpu}=1"], f"qconf -sc: the GPU consumable is {self.gpu}"
-            )
+        gpu = self.gpu
+        if gpu and all(gpu.name in host.capacities for host in known):
+            count = min(_count(host.capacities[gpu.name]) for host in known)
+            if gpu.consumable == "JOB" or proposal.cores == 1:
+                proposal.gpus = Sourced(
+                    1,
+                    f"qconf -sc: {gpu.name} is consumable per job; qconf -se: {count} on each"
+                    " host; one per drone",
+                    "more GPUs per drone?",
+                )
+                config["ExtraOptions"] = Sourced(
+                    ["-l", f"{gpu.name}=1"], f"qconf -sc: the GPU consumable is {gpu.name}"
+                )
+            else:
+                proposal.notes.append(
+                    f"QUESTION: the hosts have {count} GPUs ({gpu.name}), consumable per slot:"
+                    f" -l {gpu.name}=1 would ask for one per core; how many should a drone get?"
+                )
         proposal.notes.append(
             f"{queue}: hosts {' '.join(hosts)}; {why}; pe_list {conf.get('pe_list', 'NONE')}"
         )
@@ -397,16 +408,16 @@ class SGEProbe:
         conf: dict[str, str],
         hosts: list[str],
         cores: int,
-        host_cores: int | None,
-        host_memory: float | None,
+        poorest: Host | None,
     ) -> Sourced:
         limits = []
         source = []
-        if host_memory and host_cores:
-            limits.append(host_memory * cores / host_cores * MEMORY_SHARE)
+        if poorest is not None and poorest.memory_mb and poorest.cores:
+            limits.append(poorest.memory_mb * cores / poorest.cores * MEMORY_SHARE)
             source.append(
-                f"{MEMORY_SHARE:.0%} of the smallest host's mem_total"
-                f" ({host_memory / 1024:.1f} GB, qconf -se) per core share"
+                f"{MEMORY_SHARE:.0%} of {cores}/{poorest.cores} of mem_total"
+                f" {poorest.memory_mb / 1024:.1f} GB of {poorest.name} (qconf -se), the host"
+                " with the least memory per core"
             )
         resource = self.memory.value
         if resource:
@@ -476,6 +487,12 @@ class SGEProbe:
             return None
         said = " ".join((output.stdout + " " + output.stderr).split())
         return f"qsub -w v refuses a drone of this shape: {said}"
+
+
+def _count(text: str) -> int:
+    """``2`` or an RSMAP's ``2(0 1)`` -> 2."""
+    match = re.match(r"\d+", text)
+    return int(match.group()) if match else 0
 
 
 class ProbeError(RuntimeError):
