@@ -160,7 +160,7 @@ check_token() {
             "(mode $mode): anyone holding it can join the overlay pool as a drone; chmod 600 it"
     fi
     # A private copy: the original may sit on a path the image cannot see. It goes into the
-    # directory the batch system gave the job (Grid Engine's per-job TMPDIR, which execd
+    # directory the batch system gave the job (Grid Engine's per-job TMP, which execd
     # removes however the job ends, SIGKILL included), not into PILOT_SCRATCH_BASE, which
     # nobody cleans after a kill that leaves the pilot no time for its own cleanup.
     TOKEN_DIR="$SCRATCH/tokens.d"
@@ -545,7 +545,8 @@ main() {
     done
     log "drone $TardisDroneUuid on $(uname -n): ${TardisDroneCores} cores," \
         "${TardisDroneMemory} MB, ${TardisDroneDisk} KiB, batch system $PILOT_BATCH_SYSTEM"
-    JOB_TMPDIR=${TMPDIR:-/tmp}
+    # Son of Grid Engine 8.1.9 sets only TMP (/tmp/JOB.TASK.QUEUE) in the job, not TMPDIR
+    JOB_TMPDIR=${TMPDIR:-${TMP:-/tmp}}
     make_scratch
     export TMPDIR=$SCRATCH
     check_token

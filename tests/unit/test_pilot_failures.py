@@ -355,11 +355,13 @@ def test_a_world_readable_token_is_warned_about(drone_env, scratch_base, tmp_pat
     assert tight.returncode == 0 and "readable by every user" not in tight.stdout
 
 
+@pytest.mark.parametrize("variable", ["TMPDIR", "TMP"])
 def test_the_token_copy_lives_where_the_batch_system_cleans_even_after_sigkill(
-    drone_env, scratch_base, tmp_path
+    drone_env, scratch_base, tmp_path, variable
 ):
-    # Grid Engine gives every job a TMPDIR of its own and removes it when the job ends,
-    # however it ends; PILOT_SCRATCH_BASE (big, shared scratch) is nobody's to clean
+    # Grid Engine gives every job a temporary directory of its own and removes it when the
+    # job ends, however it ends (measured: gone after a SIGKILL); SGE 8.1.9 names it in TMP
+    # only. PILOT_SCRATCH_BASE (big, shared scratch) is nobody's to clean
     job_tmpdir = tmp_path / "sge-tmpdir" / "4711.1.all.q"
     job_tmpdir.mkdir(parents=True)
     token = tmp_path / "drone.token"
@@ -368,7 +370,8 @@ def test_the_token_copy_lives_where_the_batch_system_cleans_even_after_sigkill(
     payload = tmp_path / "payload"
     payload.write_text("#!/bin/bash\nexec sleep 60\n")
     payload.chmod(0o755)
-    drone_env.update(PILOT_TOKEN_FILE=str(token), PILOT_PYTHON=str(payload), TMPDIR=str(job_tmpdir))
+    drone_env.update(PILOT_TOKEN_FILE=str(token), PILOT_PYTHON=str(payload))
+    drone_env[variable] = str(job_tmpdir)
     pilot = subprocess.Popen(
         ["bash", str(pilot_path())],
         env=drone_env,
