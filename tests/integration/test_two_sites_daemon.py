@@ -35,7 +35,8 @@ def sge_section(logs: Path) -> dict:
         "MachineMetaData": {t: {"Cores": c, "Memory": 1, "Disk": 1} for t, c in types.items()},
         "MachineTypeConfiguration": {
             t: {"StartupCommand": str(PILOT), "Queue": "all.q", "Walltime": "0:30:00",
-                "MemoryResource": "h_vmem", "LogDirectory": str(logs)}
+                "MemoryResource": "h_vmem", "LogDirectory": str(logs),
+                **({"ParallelEnvironment": "smp"} if types[t] > 1 else {})}
             for t in types
         },
     }
