@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,11 +86,19 @@ def account() -> pwd.struct_passwd:
 
 
 @pytest.fixture
-def pilot_dir(account) -> Path:
+def pilot_dir(account) -> Iterator[Path]:
     """The pilot account's own directory: where a site keeps the proxy on the node."""
     path = owned_directory("tsd-grid-", PILOT_USER)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def storage_dir(request) -> Iterator[str]:
+    """A directory of this test under the server's /data, removed afterwards."""
+    name = f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+    yield name
+    shutil.rmtree(grid.STORAGE / "data" / name, ignore_errors=True)
 
 
 def grid_binds(proxy: Path) -> list[str]:
@@ -122,9 +131,9 @@ def test_the_image_has_gfal2_with_its_plugins_and_the_voms_clients(drone_image, 
 
 
 def test_the_storage_element_admits_the_pilots_proxy_and_nothing_else(
-    xrootd, drone_image, account, pilot_dir
+    xrootd, drone_image, account, pilot_dir, storage_dir
 ):
-    name = f"admission-{uuid.uuid4().hex[:8]}"
+    name = storage_dir
     proxy = grid.make_proxy(pilot_dir / "x509up", PILOT_USER)
     grid.write(f"{name}/in.txt", b"admitted\n", proxy)
     log_start = grid.server_log_size()
@@ -214,11 +223,11 @@ def expected_summary(data: bytes) -> str:
 
 
 async def test_a_dask_task_on_a_grid_engine_drone_reads_and_writes_grid_storage(
-    sge, sshd, xrootd, drone_image, account, pilot_dir, tmp_path
+    sge, sshd, xrootd, drone_image, account, pilot_dir, storage_dir, tmp_path
 ):
     site = unique_site("gridsge")
     drone_uuid = f"{site}-{uuid.uuid4().hex[:10]}"
-    name = f"direct-{uuid.uuid4().hex[:8]}"
+    name = storage_dir
     proxy = grid.make_proxy(pilot_dir / f"x509up_u{account.pw_uid}", PILOT_USER)
     data = b"the quick brown fox jumps over the lazy drone\n" * 100
     grid.write(f"{name}/events.txt", data, proxy)
@@ -298,11 +307,11 @@ def _job_files(logs: Path) -> str:
 
 @pytest.mark.usefixtures("sge", "xrootd", "overlay_pool", "overlay_image")
 def test_a_physicists_worker_job_on_an_overlay_drone_reads_and_writes_grid_storage(
-    sshd, account, pilot_dir, tmp_path
+    sshd, account, pilot_dir, storage_dir, tmp_path
 ):
     """The physicist's OverlayCluster worker runs as an HTCondor job on a drone's startd;
     its task finds the drone's proxy through the job environment the startd gives it."""
-    name = f"overlay-{uuid.uuid4().hex[:8]}"
+    name = storage_dir
     proxy = grid.make_proxy(pilot_dir / f"x509up_u{account.pw_uid}", PILOT_USER)
     data = b"an overlay worker reads grid storage\n" * 50
     grid.write(f"{name}/events.txt", data, proxy)
