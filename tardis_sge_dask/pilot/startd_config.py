@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .rules import DEFAULT_LIFETIME_MARGIN, walltime_problem
+
 #: The jobs a drone takes by default: the ones the demand controller counts as Dask workers
 #: (``tardis_sge_dask.demand.htcondor.DEFAULT_CONSTRAINT``), so that no waiting job brings
 #: drones up that then refuse it. dask-jobqueue's HTCondorCluster gives every worker job
@@ -37,6 +39,8 @@ DASK_WORKER_START = (
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _HOST = re.compile(r"[A-Za-z0-9_.:\[\]-]+(\?[A-Za-z0-9_=&.-]+)?\Z")
+# written between double quotes as it is: no escapes, no line breaks
+_CLASSAD_STRING = re.compile(r'[^"\\\x00-\x1f\x7f]+\Z')
 # paths and PATH lists written into the configuration unquoted
 _PATH = re.compile(r"/[A-Za-z0-9_.:/+-]*\Z")
 
@@ -61,7 +65,7 @@ class StartdSettings:
     start_expression: str = DASK_WORKER_START
     idle_timeout: int = 600
     walltime: int | None = None
-    lifetime_margin: int = 300
+    lifetime_margin: int = DEFAULT_LIFETIME_MARGIN
     started_at: int = 0
     gpus: int = 0
     #: the device ids the batch system gave the job (CUDA_VISIBLE_DEVICES), if it says
@@ -78,6 +82,10 @@ class StartdSettings:
     #: (X509_CERT_DIR), handed to jobs: a job's grid client finds them as on a worker node
     x509_user_proxy: str | None = None
     x509_cert_dir: str | None = None
+    #: the COBalD/TARDIS site and machine type the drone belongs to (PILOT_SITE,
+    #: PILOT_MACHINE_TYPE): a job asks for a site with TARGET.TardisDroneSite
+    site: str | None = None
+    machine_type: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.uuid):
@@ -111,11 +119,13 @@ class StartdSettings:
                 raise StartdConfigError(f"{name} {value!r} is not a plain absolute path")
         if self.update_interval is not None and self.update_interval <= 0:
             raise StartdConfigError(f"update interval {self.update_interval} is not positive")
-        if self.walltime is not None and self.walltime <= self.lifetime_margin:
-            raise StartdConfigError(
-                f"walltime {self.walltime} s leaves nothing after the"
-                f" {self.lifetime_margin} s margin"
-            )
+        for name in ("site", "machine_type"):
+            value = getattr(self, name)
+            if value is not None and not _CLASSAD_STRING.match(value):
+                raise StartdConfigError(f"{name} {value!r} cannot be a ClassAd string")
+        why = walltime_problem(self.walltime, self.lifetime_margin)
+        if why:
+            raise StartdConfigError(f"walltime {why}")
 
     @property
     def retire_time(self) -> int | None:
@@ -185,6 +195,12 @@ def render_startd_config(settings: StartdSettings) -> str:
     ]
     attrs = ["TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory", "TardisDroneDisk",
              "IsDaskNode"]
+    for attribute, value in (("TardisDroneSite", s.site),
+                             ("TardisDroneMachineType", s.machine_type)):
+        if value:
+            # jobs pinned to a site match on it; status and the admin read both
+            lines.append(f'{attribute} = "{value}"')
+            attrs.append(attribute)
     if s.gpus:
         lines.append(f"TardisDroneGPUs = {s.gpus}")
         attrs.append("TardisDroneGPUs")
@@ -341,7 +357,7 @@ def settings_from_environment(
         start_expression=environ.get("PILOT_START_EXPRESSION") or DASK_WORKER_START,
         idle_timeout=number("PILOT_IDLE_TIMEOUT", 600) or 0,
         walltime=number("PILOT_WALLTIME"),
-        lifetime_margin=number("PILOT_LIFETIME_MARGIN", 300) or 0,
+        lifetime_margin=number("PILOT_LIFETIME_MARGIN", DEFAULT_LIFETIME_MARGIN) or 0,
         started_at=int(time.time()) if now is None else now,
         gpus=gpus,
         gpu_ids=gpu_ids,
@@ -350,6 +366,8 @@ def settings_from_environment(
         update_interval=number("PILOT_STARTD_UPDATE_INTERVAL"),
         x509_user_proxy=environ.get("X509_USER_PROXY") or None,
         x509_cert_dir=environ.get("X509_CERT_DIR") or None,
+        site=environ.get("PILOT_SITE") or None,
+        machine_type=environ.get("PILOT_MACHINE_TYPE") or None,
     )
 
 

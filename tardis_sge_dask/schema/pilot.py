@@ -13,13 +13,15 @@ from typing import Any
 
 from pydantic import Extra, Field, root_validator
 
+from ..pilot.rules import DEFAULT_LIFETIME_MARGIN, walltime_problem
 from .base import Section
 from .types import ENV_NAME, KeyProblem, control_characters
 
 MODES = ("dask", "htcondor")
 #: the setting each mode cannot start without
 MODE_NEEDS = {"dask": "PILOT_DASK_SCHEDULER", "htcondor": "PILOT_COLLECTOR"}
-DEFAULT_LIFETIME_MARGIN = 300
+
+__all__ = ["DEFAULT_LIFETIME_MARGIN", "PilotEnvironment", "walltime_problem"]
 
 
 def _env(default: Any = None, help: str = "", doc_default: str | None = None) -> Any:
@@ -177,16 +179,6 @@ def _margin_rule(values: dict[str, Any]) -> KeyProblem | None:
             "PILOT_LIFETIME_MARGIN",
             f"expected whole seconds, got {margin!r}",
             "seconds before the walltime at which the drone retires",
-        )
-    return None
-
-
-def walltime_problem(walltime: int | None, margin: int) -> str | None:
-    """The pilot's rule (exit 10 on every node): the walltime must outlast the margin."""
-    if walltime is not None and walltime <= margin:
-        return (
-            f"{walltime} s leaves nothing after PILOT_LIFETIME_MARGIN={margin}"
-            " (the pilot exits 10 on every node)"
         )
     return None
 

@@ -214,7 +214,7 @@ class SiteSection(Section):
                 found.append(
                     KeyProblem(
                         f"{prefix}.Walltime",
-                        why,
+                        f"{why} (the pilot exits 10 on every node)",
                         "a longer Walltime or a smaller PILOT_LIFETIME_MARGIN",
                     )
                 )

@@ -356,3 +356,45 @@ def test_a_drone_advertises_only_the_gpus_its_batch_job_was_given(tmp_path):
     plain = {key: value for key, value in environ.items() if "GPU" not in key and "CUDA" not in key}
     config = parse_config(render_startd_config(settings_from_environment(plain, tmp_path)))
     assert "MACHINE_RESOURCE_GPUs" not in config and "gpus" not in config["SLOT_TYPE_1"]
+
+
+def test_startd_config_runs_with_the_package_alone():
+    # the drone image installs this package without its dependencies (test-image/build.sh)
+    heavy = ("pydantic", "tardis", "cobald", "yaml", "distributed")
+    probe = (
+        "import sys, tardis_sge_dask.pilot.startd_config;"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert answer.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("walltime, refused", [(900, True), (901, False)])
+def test_check_and_the_drone_refuse_the_same_walltimes(walltime, refused):
+    from tardis_sge_dask.schema.sites import SGESection
+
+    section = SGESection.parse_obj(
+        {
+            "MachineTypes": ["m"],
+            "MachineMetaData": {"m": {"Cores": 1, "Memory": 1, "Disk": 1}},
+            "MachineTypeConfiguration": {
+                "m": {
+                    "StartupCommand": "/p",
+                    "Walltime": walltime,
+                    "JobEnvironment": {
+                        "PILOT_DASK_SCHEDULER": "tcp://h:8786",
+                        "PILOT_LIFETIME_MARGIN": 900,
+                    },
+                }
+            },
+        }
+    )
+    by_check = [p for p in section.problems() if p.key.endswith("Walltime")]
+    try:
+        settings(walltime=walltime, lifetime_margin=900)
+        by_drone = False
+    except StartdConfigError:
+        by_drone = True
+    assert (bool(by_check), by_drone) == (refused, refused)
