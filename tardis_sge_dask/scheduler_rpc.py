@@ -57,5 +57,6 @@ async def scheduler_state(
             "status": info.get("status", "running"),
             "managed_bytes": int((info.get("metrics") or {}).get("managed_bytes", 0) or 0),
             "processing": len(processing.get(address_, ()) or ()),
+            "resources": dict(info.get("resources") or {}),
         }
     return {"target": int(target), "workers": workers}

@@ -113,8 +113,26 @@ def dask_workers(batch_system: dict) -> dict[str, str]:
         )
     )
     return {
-        info["name"]: f"{address} ({info['status']})" for address, info in state["workers"].items()
+        info["name"]: f"{address} ({info['status']}){_at(*worker_location(info['resources']))}"
+        for address, info in state["workers"].items()
     }
+
+
+def worker_location(resources: dict) -> tuple[str, str]:
+    """(site, machine type) a drone's Dask worker offers as resources (drone-pilot.sh)."""
+    found = {"site": "", "machine-type": ""}
+    for name in resources:
+        kind, _, value = str(name).partition(":")
+        if kind in found and value:
+            found[kind] = value
+    return found["site"], found["machine-type"]
+
+
+def _at(site: str, machine_type: str) -> str:
+    """The ` at SITE/TYPE` suffix: where the drone says it is (nothing if it does not)."""
+    if not site and not machine_type:
+        return ""
+    return f" at {site or '?'}/{machine_type or '?'}"
 
 
 #: dask-jobqueue's HTCondorCluster names each worker after its HTCondor job id
@@ -152,32 +170,39 @@ def condor_status_command(batch_system: dict) -> list[str]:
         "SlotType",
         "JobId",
         "DaskWorkerName",
+        "TardisDroneSite",
+        "TardisDroneMachineType",
     ]
 
 
 def parse_condor_slots(stdout: str) -> dict[str, str]:
-    """drone uuid -> "startd NAME; job J = worker W, ..." from ``condor_status -af:t``.
+    """drone uuid -> "startd NAME at SITE/TYPE; job J = worker W, ..." (``condor_status -af:t``).
 
     A drone's partitionable slot names its startd; each dynamic slot carved from it runs one
     HTCondor job, whose Dask worker is named after the job id.
     """
     startds: dict[str, str] = {}
+    locations: dict[str, str] = {}
     jobs: dict[str, list[tuple[str, str]]] = {}
     for line in stdout.splitlines():
         fields = line.split("\t")
-        if len(fields) not in (4, 5) or fields[0] in ("", "undefined"):
+        if len(fields) not in (4, 5, 7) or fields[0] in ("", "undefined"):
             continue
         uuid, name, slot_type, job_id = fields[:4]
+        given = [value if value not in ("", "undefined") else "" for value in fields[4:]]
         # the startd publishes the job's DaskWorkerName (STARTD_JOB_ATTRS); older drones
         # do not, and dask-jobqueue's default name is derived from the job id
-        worker = fields[4] if len(fields) == 5 and fields[4] not in ("", "undefined") else ""
+        worker = given[0] if given else ""
+        # where the drone says it is (drones before issue 11 do not say)
+        if len(given) == 3 and _at(*given[1:]):
+            locations.setdefault(uuid, _at(*given[1:]))
         if slot_type == "Dynamic" and job_id not in ("", "undefined"):
             jobs.setdefault(uuid, []).append((job_id, worker or dask_jobqueue_worker(job_id)))
         else:
             startds.setdefault(uuid, name)
     described = {}
     for uuid in {*startds, *jobs}:
-        parts = [f"startd {startds.get(uuid, '?')}"]
+        parts = [f"startd {startds.get(uuid, '?')}{locations.get(uuid, '')}"]
         parts += [f"job {job} = worker {worker}" for job, worker in sorted(jobs.get(uuid, []))]
         described[uuid] = "; ".join(parts)
     return described

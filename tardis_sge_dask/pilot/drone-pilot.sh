@@ -424,7 +424,28 @@ start_dask_worker() {
     remaining_lifetime
     [[ -n $LIFETIME ]] && cmd+=(--lifetime "${LIFETIME}s")
     # shellcheck disable=SC2206
-    [[ -n $PILOT_DASK_WORKER_OPTIONS ]] && cmd+=($PILOT_DASK_WORKER_OPTIONS)
+    local -a options=($PILOT_DASK_WORKER_OPTIONS)
+    # Where the drone is, as resources a task can ask for (docs/pilot.md): one unit per
+    # thread, so a task asking for 1 unit runs on any thread. dask worker keeps only its
+    # last --resources, so the admin's own ones are merged into it.
+    local -a location=()
+    [[ -n ${PILOT_SITE-} ]] && location+=("site:$PILOT_SITE=$TardisDroneCores")
+    [[ -n ${PILOT_MACHINE_TYPE-} ]] \
+        && location+=("machine-type:$PILOT_MACHINE_TYPE=$TardisDroneCores")
+    local resources="${location[*]}" i
+    for ((i = 0; i < ${#options[@]}; i++)); do
+        if [[ ${options[i]} == --resources ]] && ((i + 1 < ${#options[@]})); then
+            resources="${options[i + 1]} $resources"
+            unset 'options[i]' 'options[i + 1]'
+            ((i++))
+        elif [[ ${options[i]} == --resources=* ]]; then
+            resources="${options[i]#--resources=} $resources"
+            unset 'options[i]'
+        fi
+    done
+    resources=${resources% }
+    [[ -n $resources ]] && cmd+=(--resources "$resources")
+    cmd+=("${options[@]}")
     mkdir -p "$SCRATCH/dask"
     launch "${PREFIX[@]}" "${cmd[@]}"
 }

@@ -34,7 +34,10 @@ async def test_status_joins_the_registry_and_the_scheduler(tmp_path, capsys):
     async with Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler:
         config, tardis = write_config(tmp_path, scheduler.address)
         await register(tardis)
-        async with Worker(scheduler.address, nthreads=1, name="stat-1111111111") as worker:
+        # where the pilot says the drone is (drone-pilot.sh)
+        location = {"site:Stat": 1, "machine-type:one": 1}
+        async with Worker(scheduler.address, nthreads=1, name="stat-1111111111",
+                          resources=location) as worker:
             code = await asyncio.to_thread(main, ["status", str(config)])
             out = capsys.readouterr().out
             assert code == 0
@@ -58,7 +61,7 @@ async def test_status_joins_the_registry_and_the_scheduler(tmp_path, capsys):
                 "one",
                 "5m",
             ]
-            assert f"{worker.address} (running)" in first
+            assert f"{worker.address} (running) at Stat/one" in first
             second = next(line for line in lines if line.startswith("stat-2222222222"))
             assert second.split()[1:2] == ["Booting"] and second.rstrip().endswith("-")
             assert lines[-1] == "2 drone(s): 1 Available, 1 Booting"
