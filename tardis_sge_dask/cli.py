@@ -1,4 +1,4 @@
-"""``tardis-sge-dask``: the admin's command line (init, demo, check, render, status)."""
+"""``tardis-sge-dask``: the admin's command line (init, demo, check, render, status, sweep)."""
 
 from __future__ import annotations
 
@@ -74,10 +74,75 @@ def _status(args: argparse.Namespace) -> int:
             if note:
                 print(f"note: {note}", file=sys.stderr)
             return 1
+    rows += _orphan_rows(args)
     print(as_json(rows) if args.json else format_table(rows))
     if note:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _orphan_rows(args: argparse.Namespace) -> list:
+    """The batch jobs of drones the registry does not know, as rows in state Orphan."""
+    from .orphans import OrphanError, run_survey, sweep_command
+    from .status import DroneRow, StatusError, select
+
+    try:
+        survey = run_survey(args.config, args.registry)
+    except (OrphanError, StatusError, ConfigFileError) as err:
+        print(f"note: orphans not looked for: {err}", file=sys.stderr)
+        return []
+    for site, problem in survey.problems.items():
+        print(f"note: orphans not looked for at site {site}: {problem}", file=sys.stderr)
+    rows = [
+        DroneRow(orphan.name, "Orphan", orphan.job_id, orphan.site, "-", None)
+        for orphan in survey.orphans
+    ]
+    if rows:
+        print(
+            f"note: {len(rows)} job(s) of drones not in the registry (state Orphan);"
+            f" {sweep_command(args.config, args.registry)} removes them",
+            file=sys.stderr,
+        )
+    return select(rows, args.find) if args.find else rows
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .orphans import (
+        OrphanError,
+        format_orphans,
+        run_removal,
+        run_survey,
+        sweep_command,
+    )
+    from .status import StatusError
+
+    try:
+        survey = run_survey(args.config, args.registry)
+    except (OrphanError, StatusError, ConfigFileError) as err:
+        print(f"tardis-sge-dask sweep: {err}", file=sys.stderr)
+        return 1
+    for site, problem in survey.problems.items():
+        print(f"tardis-sge-dask sweep: site {site} not listed: {problem}", file=sys.stderr)
+    if not survey.listed and not survey.problems:
+        print(f"tardis-sge-dask sweep: {args.config} has no Grid Engine or SLURM site")
+        return 1
+    if not survey.orphans:
+        print(f"no orphans at {', '.join(survey.listed) or 'any site'}")
+        return 1 if survey.problems else 0
+    print(f"{len(survey.orphans)} orphan job(s): in the batch system, not in the registry")
+    print(format_orphans(survey.orphans))
+    if not args.yes:
+        command = sweep_command(args.config, args.registry)
+        print(f"dry run, nothing removed; to remove them: {command} --yes")
+        return 1 if survey.problems else 0
+    removals = run_removal(args.config, survey.orphans)
+    for removal in removals:
+        orphan = removal.orphan
+        print(f"{orphan.site}: job {orphan.job_id} ({orphan.name}): {removal.outcome}")
+    failed = sum(removal.failed for removal in removals)
+    if failed:
+        print(f"tardis-sge-dask sweep: {failed} removal(s) failed", file=sys.stderr)
+    return 1 if failed or survey.problems else 0
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -187,6 +252,16 @@ def parser() -> argparse.ArgumentParser:
         help="only the drone serving this Dask worker, HTCondor job, batch job or drone uuid",
     )
     status.set_defaults(run=_status)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="remove the batch jobs of this site's drones that the registry does not know"
+        " (dry run unless --yes)",
+    )
+    sweep.add_argument("config")
+    sweep.add_argument("--registry", help="the SqliteRegistry file (default: from the config)")
+    sweep.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    sweep.set_defaults(run=_sweep)
     return main_parser
 
 
