@@ -2,9 +2,9 @@
 
 ``poolfactory`` resolves ``adapter:`` names here, ``check`` and the daemon's start-up
 validation find each section's schema here, ``render`` asks whether an adapter renders a
-job script. A new batch system is one dialect module (``sites/<name>.py`` with its
-schema in ``schema/sites.py``), its recorded outputs, and one line in
-:data:`SITE_ADAPTERS` (docs/maintainers.md, "Adding a batch system").
+job script. A new batch system is one dialect module (``sites/<name>.py``, its adapter
+class naming its schema), its recorded outputs, and one line in :data:`SITE_ADAPTERS`
+(docs/maintainers.md, "Adding a batch system").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .schema.demand import (
     DaskSchedulerDemandTag,
     StaticDemandTag,
 )
-from .schema.sites import LocalSection, SGESection, SiteSection, SlurmSection
+from .schema.sites import SiteSection
 
 
 def load_reference(reference: str) -> Any:
@@ -36,12 +36,22 @@ def load_reference(reference: str) -> Any:
 class SiteAdapterEntry:
     #: the name of ``adapter:`` in ``tardis.Sites``
     name: str
-    #: "module:Class" of the TARDIS site adapter
+    #: "module:Class" of the TARDIS site adapter; the class names its schema
     reference: str
-    #: the ``tardis.<site>`` section's schema (its machine types' schema inside)
-    schema: type[SiteSection]
     #: whether ``render`` can show its submission (command and job script)
     renders_job_script: bool = True
+
+    @property
+    def schema(self) -> type[SiteSection]:
+        """The ``tardis.<site>`` section's schema (its machine types' schema inside).
+
+        Read from the adapter class, which builds its settings from it: the dialect
+        module holds both, and this line stays the only other place naming it.
+        """
+        schema = getattr(self.load(), "schema", None)
+        if not (isinstance(schema, type) and issubclass(schema, SiteSection)):
+            raise TypeError(f"{self.reference} names no schema (a SiteSection subclass)")
+        return schema
 
     @property
     def startup_command_required(self) -> bool:
@@ -64,11 +74,9 @@ class SchemaEntry:
 SITE_ADAPTERS: dict[str, SiteAdapterEntry] = {
     entry.name: entry
     for entry in (
-        SiteAdapterEntry("SGE", "tardis_sge_dask.sites.sge:SGEAdapter", SGESection),
-        SiteAdapterEntry(
-            "SlurmBatch", "tardis_sge_dask.sites.slurm:SlurmBatchAdapter", SlurmSection
-        ),
-        SiteAdapterEntry("Local", "tardis_sge_dask.sites.local:LocalAdapter", LocalSection),
+        SiteAdapterEntry("SGE", "tardis_sge_dask.sites.sge:SGEAdapter"),
+        SiteAdapterEntry("SlurmBatch", "tardis_sge_dask.sites.slurm:SlurmBatchAdapter"),
+        SiteAdapterEntry("Local", "tardis_sge_dask.sites.local:LocalAdapter"),
     )
 }
 

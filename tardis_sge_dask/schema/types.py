@@ -125,7 +125,13 @@ class TextList(_Type):
     def validate(cls, value: Any) -> list[str]:
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ValueError(f"expected a list of strings (one argument each), got {value!r}")
-        return [Text.validate(item) for item in value]
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(Text.validate(item))
+            except ValueError as err:
+                raise ValueError(f"item {index}: {err}") from None
+        return items
 
 
 class Walltime(_Type):

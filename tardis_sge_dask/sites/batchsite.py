@@ -40,8 +40,9 @@ from tardis.utilities.asyncbulkcall import AsyncBulkCall
 from tardis.utilities.attributedict import AttributeDict
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
+from ..schema.sites import SiteSection
 from .jobscript import JobScriptError, render_job_script
-from .settings import MachineTypeSettings, SiteConfigError, SiteSettings
+from .settings import MachineTypeSettings, SiteConfigError, SiteSettings, validated_section
 from .values import control_character_problem, control_character_problems
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
@@ -136,6 +137,8 @@ class BatchSiteAdapter(SiteAdapter):
 
     #: name used in logs and in ``PILOT_BATCH_SYSTEM``
     batch_system: ClassVar[str]
+    #: the keys of the site's section (and of its machine types): defaults, types, rules
+    schema: ClassVar[type[SiteSection]]
     #: the machine-type key that names the queue/partition
     queue_key: ClassVar[str] = "Queue"
     #: per-site shared job listings, keyed by (adapter class, site name)
@@ -145,25 +148,23 @@ class BatchSiteAdapter(SiteAdapter):
         self._machine_type = machine_type
         self._site_name = site_name
         configuration = self.configuration
-        self.site_settings = SiteSettings.from_config(site_name, configuration)
-        try:
-            machine_section = configuration.MachineTypeConfiguration[machine_type]
-        except (AttributeError, KeyError):
+        #: the site's section and this machine type's keys, as the schema reads them
+        self.site_config = validated_section(self.schema, site_name, configuration)
+        machine_config = self.site_config.machine_type(machine_type)
+        if machine_config is None or machine_type not in self.site_config.MachineTypes:
             raise SiteConfigError(
-                f"{site_name}.MachineTypeConfiguration.{machine_type}",
-                "missing: every machine type needs its configuration",
-            ) from None
-        try:
-            configuration.MachineMetaData[machine_type]
-        except (AttributeError, KeyError):
-            raise SiteConfigError(
-                f"{site_name}.MachineMetaData.{machine_type}",
-                "missing: give Cores, Memory (GB) and Disk (GB) of a drone of this type",
-            ) from None
-        self.settings = MachineTypeSettings.from_config(
-            site_name, machine_type, machine_section, queue_key=self.queue_key
+                f"{site_name}.MachineTypes",
+                f"has no machine type {machine_type!r}: list it, with its MachineMetaData"
+                " and MachineTypeConfiguration",
+            )
+        self.machine_config = machine_config
+        self.site_settings = SiteSettings.from_schema(self.site_config)
+        self.settings = MachineTypeSettings.from_schema(
+            machine_config,
+            f"{site_name}.MachineTypeConfiguration.{machine_type}",
+            queue_key=self.queue_key,
         )
-        self._executor: Executor = getattr(configuration, "executor", None) or ShellExecutor()
+        self._executor: Executor = getattr(self.site_config, "executor", None) or ShellExecutor()
         key = (type(self), site_name)
         if key not in self._listings:
             self._listings[key] = _SiteJobListing(
@@ -193,7 +194,7 @@ class BatchSiteAdapter(SiteAdapter):
 
     # ------------------------------------------------------------------ dialect
     def check_settings(self) -> None:  # noqa: B027 - optional hook
-        """Validate dialect-specific keys early (raise :class:`SiteConfigError`)."""
+        """Read the dialect's own keys from ``self.machine_config`` (validated already)."""
 
     @abstractmethod
     def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:

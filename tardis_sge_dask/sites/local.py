@@ -47,9 +47,9 @@ from tardis.exceptions.tardisexceptions import TardisQuotaExceeded
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.attributedict import AttributeDict
 
-from ..pilot import pilot_path
+from ..schema.sites import LocalSection
 from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo
-from .settings import SiteConfigError, _number
+from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.local")
 
@@ -151,55 +151,30 @@ class LocalAdapter(BatchSiteAdapter):
     """Drones as pilot processes on this host."""
 
     batch_system = "local"
+    schema = LocalSection
     #: cores of the live drones, per site: {site: {drone uuid: cores}}
     _cores_in_use: ClassVar[dict[str, dict[str, int]]] = {}
 
-    @property
-    def configuration(self) -> AttributeDict:
-        section = super().configuration
-        machine_types = section.get("MachineTypeConfiguration") if section else None
-        if not isinstance(machine_types, Mapping):
-            return section
-        # the installed pilot is the default StartupCommand: nothing to point at locally
-        section = AttributeDict(section)
-        section["MachineTypeConfiguration"] = AttributeDict(
-            {
-                name: AttributeDict({"StartupCommand": str(pilot_path()), **(value or {})})
-                if isinstance(value, Mapping) or value is None
-                else value
-                for name, value in machine_types.items()
-            }
-        )
-        return section
-
     def check_settings(self) -> None:
-        site = self.site_name
-        section = super().configuration
-        cpus = os.cpu_count() or 1
-        self.max_cores = int(_number(section.get("MaxCores", cpus), f"{site}.MaxCores", minimum=1))
-        self.stop_grace = _number(section.get("StopGrace", 60), f"{site}.StopGrace")
-        self.terminate_grace = _number(section.get("TerminateGrace", 5), f"{site}.TerminateGrace")
-        directory = section.get("StateDirectory")
-        if directory is not None and (not isinstance(directory, str) or not directory):
-            raise SiteConfigError(
-                f"{site}.StateDirectory", f"expected a directory path, got {directory!r}"
-            )
+        site = self.site_config
+        assert isinstance(site, LocalSection)
+        self.max_cores = site.MaxCores or os.cpu_count() or 1
+        self.stop_grace = float(site.StopGrace)
+        self.terminate_grace = float(site.TerminateGrace)
         self.state_directory = (
-            Path(os.path.expanduser(directory)) if directory else default_state_directory(site)
+            Path(os.path.expanduser(site.StateDirectory))
+            if site.StateDirectory
+            else default_state_directory(self.site_name)
         )
-        cores = self.machine_meta_data.get("Cores")
-        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+        cores = self.site_config.cores(self.machine_type)
+        if cores is not None and cores > self.max_cores:
+            # the schema knows MaxCores only when it is given; the host's CPUs are known here
             raise SiteConfigError(
-                f"{site}.MachineMetaData.{self.machine_type}.Cores",
-                f"expected a whole number of cores >= 1, got {cores!r}",
+                f"{self.site_name}.MaxCores",
+                f"{self.max_cores} (this host's CPUs) is less than one drone of"
+                f" {self.machine_type} ({cores} cores): no drone could ever start",
             )
-        if cores > self.max_cores:
-            raise SiteConfigError(
-                f"{site}.MaxCores",
-                f"{self.max_cores} is less than one drone of {self.machine_type}"
-                f" ({cores} cores): no drone could ever start",
-            )
-        self.cores = cores
+        self.cores = cores or 1
         self._processes: dict[int, subprocess.Popen] = {}
         self._kill_due: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()

@@ -1,8 +1,10 @@
-"""Reading and checking the site configuration keys of the batch-site adapters.
+"""The settings a site adapter reads, built from its schema (``schema/sites.py``).
 
 TARDIS hands adapters an ``AttributeDict`` and leaves validation to them; a missing or
 mistyped key would otherwise surface as an ``AttributeError`` deep inside a drone and
-kill the daemon. Every problem here names the key path and the configuration file.
+kill the daemon. The adapters validate their section against the same schema as
+``check`` and take every value, default included, from it. Every problem names the key
+path and the configuration file.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..pilot import pilot_path
+
+if TYPE_CHECKING:
+    from ..schema.sites import MachineType, SiteSection
+
+SiteSectionT = TypeVar("SiteSectionT", bound="SiteSection")
 
 _HMS = re.compile(r"(?:(\d+):)?(\d+):(\d+)\Z")
 
@@ -60,79 +69,31 @@ def parse_walltime(value: Any, key_path: str) -> int:
     raise SiteConfigError(key_path, f"expected seconds or H:MM:SS, got {value!r}")
 
 
-def _string(value: Any, key_path: str) -> str:
-    if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
-        raise SiteConfigError(key_path, f"expected a non-empty string, got {value!r}")
-    return str(value)
-
-
-def _string_list(value: Any, key_path: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise SiteConfigError(
-            key_path, f"expected a list of strings (one argument each), got {value!r}"
-        )
-    return [_string(item, f"{key_path}[{index}]") for index, item in enumerate(value)]
-
-
-def _mapping(value: Any, key_path: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SiteConfigError(key_path, f"expected a mapping of NAME: value, got {value!r}")
-    return {str(name): "" if item is None else str(item) for name, item in value.items()}
-
-
-def _number(value: Any, key_path: str, *, minimum: float = 0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise SiteConfigError(key_path, f"expected a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _positive(value: Any, key_path: str) -> float:
-    # TARDIS's AsyncBulkCall refuses a window of 0 at its first use, deep inside a drone
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise SiteConfigError(key_path, f"expected a number > 0, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class SiteSettings:
     """Keys of the ``<site name>:`` section shared by every machine type."""
 
-    bulk_size: int = 100
-    bulk_delay: float = 1.0
-    command_timeout: float = 60.0
-    accounting_grace: float = 30.0
-    job_environment: dict[str, str] = field(default_factory=dict)
+    bulk_size: int
+    bulk_delay: float
+    command_timeout: float
+    accounting_grace: float
+    job_environment: dict[str, str]
 
     @classmethod
-    def from_config(cls, site_name: str, section: Mapping[str, Any]) -> SiteSettings:
-        # the defaults are the schema's (imported here: the schema uses parse_walltime)
-        from ..schema.base import keys
-        from ..schema.sites import SiteSection
-
-        defaults = {key: field.default for key, field in keys(SiteSection).items()}
-
-        def get(key: str) -> Any:
-            default = defaults[key]
-            return section.get(key, default) if hasattr(section, "get") else default
-
+    def from_schema(cls, section: SiteSection) -> SiteSettings:
+        # the defaults are the schema's: an adapter never supplies its own
         return cls(
-            bulk_size=int(_number(get("bulk_size"), f"{site_name}.bulk_size", minimum=1)),
-            bulk_delay=_positive(get("bulk_delay"), f"{site_name}.bulk_delay"),
-            command_timeout=_number(
-                get("command_timeout"), f"{site_name}.command_timeout", minimum=1
-            ),
-            accounting_grace=_number(get("accounting_grace"), f"{site_name}.accounting_grace"),
-            job_environment=_mapping(get("JobEnvironment"), f"{site_name}.JobEnvironment"),
+            bulk_size=int(section.bulk_size),
+            bulk_delay=float(section.bulk_delay),
+            command_timeout=float(section.command_timeout),
+            accounting_grace=float(section.accounting_grace),
+            job_environment=dict(section.JobEnvironment),
         )
 
 
 @dataclass(frozen=True)
 class MachineTypeSettings:
-    """Keys of ``<site>.MachineTypeConfiguration.<machine type>`` common to batch sites."""
+    """Keys of ``<site>.MachineTypeConfiguration.<machine type>`` every adapter reads."""
 
     startup_command: Path
     walltime: int | None
@@ -140,53 +101,48 @@ class MachineTypeSettings:
     extra_options: list[str]
     job_environment: dict[str, str]
     log_directory: str | None
-    raw: Mapping[str, Any]
     key_prefix: str
 
     @classmethod
-    def from_config(
-        cls, site_name: str, machine_type: str, section: Mapping[str, Any], *, queue_key: str
+    def from_schema(
+        cls, machine_type: MachineType, key_prefix: str, *, queue_key: str
     ) -> MachineTypeSettings:
-        prefix = f"{site_name}.MachineTypeConfiguration.{machine_type}"
-        if not isinstance(section, Mapping):
-            raise SiteConfigError(prefix, "missing: every machine type needs its configuration")
-        if "StartupCommand" not in section:
-            raise SiteConfigError(
-                f"{prefix}.StartupCommand",
-                "missing: the path of the drone pilot (python -m tardis_sge_dask.pilot --path)",
-            )
-        startup = Path(_string(section["StartupCommand"], f"{prefix}.StartupCommand"))
-        walltime = section.get("Walltime")
         return cls(
-            startup_command=startup,
-            walltime=None if walltime is None else parse_walltime(walltime, f"{prefix}.Walltime"),
-            queue=(
-                None
-                if section.get(queue_key) is None
-                else _string(section[queue_key], f"{prefix}.{queue_key}")
-            ),
-            extra_options=_string_list(section.get("ExtraOptions"), f"{prefix}.ExtraOptions"),
-            job_environment=_mapping(section.get("JobEnvironment"), f"{prefix}.JobEnvironment"),
-            log_directory=(
-                None
-                if section.get("LogDirectory") is None
-                else _string(section["LogDirectory"], f"{prefix}.LogDirectory")
-            ),
-            raw=section,
-            key_prefix=prefix,
+            # only Local's schema may leave StartupCommand out: the installed pilot then
+            startup_command=Path(machine_type.StartupCommand or pilot_path()),
+            walltime=machine_type.Walltime,
+            queue=getattr(machine_type, queue_key, None),
+            extra_options=list(getattr(machine_type, "ExtraOptions", [])),
+            job_environment=dict(machine_type.JobEnvironment),
+            log_directory=getattr(machine_type, "LogDirectory", None),
+            key_prefix=key_prefix,
         )
 
-    def optional_string(self, key: str) -> str | None:
-        value = self.raw.get(key)
-        return None if value is None else _string(value, f"{self.key_prefix}.{key}")
 
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            raise SiteConfigError(
-                f"{self.key_prefix}.{key}", f"expected true or false, got {value!r}"
-            )
-        return value
+def validated_section(
+    schema: type[SiteSectionT], site_name: str, configuration: Any
+) -> SiteSectionT:
+    """The site's section as its schema reads it; the first problem as a SiteConfigError.
 
-    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
-        return _number(self.raw.get(key, default), f"{self.key_prefix}.{key}", minimum=minimum)
+    The daemon has validated the file already (``startup.py``); this is for adapters
+    built elsewhere (``render``, tests) and the one place the adapters get their values
+    from, defaults included. Settings only the drone pilot needs are left to ``check``:
+    a StartupCommand may be another program.
+    """
+    from ..schema.validate import validate
+
+    model, findings = validate(schema, _plain(configuration), site_name)
+    for finding in findings:
+        if not finding.pilot_only:
+            raise SiteConfigError(finding.key_path, finding.problem)
+    assert model is not None  # no finding: validate returned the model
+    return model
+
+
+def _plain(value: Any) -> Any:
+    # TARDIS hands an AttributeDict (a dict) whose mappings may be AttributeDicts too
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.interfaces.siteadapter import ResourceStatus
 
+from ..schema.sites import SGEMachineType, SGESection
 from .batchsite import (
     AccountingRecord,
     BatchSiteAdapter,
@@ -17,7 +18,6 @@ from .batchsite import (
     check_plain,
     is_job_id,
 )
-from .settings import SiteConfigError
 
 # Grid Engine reports a state as a combination of letters (qstat(1)). The common
 # combinations are listed explicitly so a reader can see each decision; anything else
@@ -75,31 +75,15 @@ class SGEAdapter(BatchSiteAdapter):
     """
 
     batch_system = "sge"
+    schema = SGESection
 
     def check_settings(self) -> None:
-        self.parallel_environment = self.settings.optional_string("ParallelEnvironment")
-        self.memory_resource = self.settings.raw.get("MemoryResource", "h_vmem")
-        if self.memory_resource is not None and not re.fullmatch(
-            r"[A-Za-z_][A-Za-z0-9_.]*", str(self.memory_resource)
-        ):
-            raise SiteConfigError(
-                f"{self.settings.key_prefix}.MemoryResource",
-                f"not a Grid Engine resource name: {self.memory_resource!r}",
-            )
-        self.project = self.settings.optional_string("Project")
-        self.notify = self.settings.flag("Notify", True)
-        cores = self.machine_meta_data.get("Cores")
-        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-            raise SiteConfigError(
-                f"{self.site_name}.MachineMetaData.{self.machine_type}.Cores",
-                f"expected a whole number of cores >= 1, got {cores!r}",
-            )
-        if cores > 1 and self.parallel_environment is None:
-            raise SiteConfigError(
-                f"{self.settings.key_prefix}.ParallelEnvironment",
-                f"missing: a drone of {cores} cores needs a parallel environment"
-                " (qconf -spl lists them)",
-            )
+        config = self.machine_config
+        assert isinstance(config, SGEMachineType)
+        self.parallel_environment = config.ParallelEnvironment
+        self.memory_resource = config.MemoryResource
+        self.project = config.Project
+        self.notify = config.Notify
 
     def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:
         settings = self.settings

@@ -27,6 +27,7 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.attributedict import AttributeDict
 
+from ..schema.sites import SlurmMachineType, SlurmSection
 from .batchsite import (
     AccountingRecord,
     BatchSiteAdapter,
@@ -79,10 +80,6 @@ FINAL_STATES = frozenset(
 #: (``23+1``): jobs of the drone account that are never drones, see squeue(1) ``%i``
 _FOREIGN_JOB_ID = re.compile(r"[0-9]+(?:_(?:[0-9]+|\[[0-9,%.\-]+\]?)|\+[0-9]+)")
 
-#: PATH of the job (and of sbatch) under ``Export: clean``
-DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXPORT_MODES = ("clean", "login", "all")
-
 
 def signal_name(value: object, key_path: str) -> str:
     """``USR2``, ``SIGUSR2`` or ``12`` -> ``USR2`` (the spelling sbatch and scancel take)."""
@@ -112,41 +109,20 @@ class SlurmBatchAdapter(BatchSiteAdapter):
     """Drones as SLURM batch jobs, stopped with a warning signal and a grace period."""
 
     batch_system = "slurm"
+    schema = SlurmSection
     queue_key = "Partition"
 
     def check_settings(self) -> None:
-        settings = self.settings
-        prefix = settings.key_prefix
-        self.account = settings.optional_string("Account")
-        self.qos = settings.optional_string("QOS")
-        self.stop_signal = signal_name(
-            settings.raw.get("StopSignal", "USR2"), f"{prefix}.StopSignal"
-        )
-        self.stop_grace = settings.number("StopGrace", 300)
-        self.warning_time = int(settings.number("WarningTime", 300))
-        self.request_memory = settings.flag("RequestMemory", True)
-        self.export = settings.raw.get("Export", "clean")
-        if self.export not in EXPORT_MODES:
-            raise SiteConfigError(
-                f"{prefix}.Export",
-                f"expected one of {', '.join(EXPORT_MODES)}, got {self.export!r}",
-            )
-        self.job_path = settings.optional_string("JobPath") or DEFAULT_JOB_PATH
-        if self.warning_time > 0xFFFF:
-            raise SiteConfigError(
-                f"{prefix}.WarningTime", f"SLURM takes at most 65535 s, got {self.warning_time}"
-            )
-        if settings.walltime and self.warning_time >= settings.walltime:
-            raise SiteConfigError(
-                f"{prefix}.WarningTime",
-                f"{self.warning_time} s is not shorter than the Walltime ({settings.walltime} s)",
-            )
-        cores = self.machine_meta_data.get("Cores")
-        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-            raise SiteConfigError(
-                f"{self.site_name}.MachineMetaData.{self.machine_type}.Cores",
-                f"expected a whole number of cores >= 1, got {cores!r}",
-            )
+        config = self.machine_config
+        assert isinstance(config, SlurmMachineType)
+        self.account = config.Account
+        self.qos = config.QOS
+        self.stop_signal = signal_name(config.StopSignal, f"{self.settings.key_prefix}.StopSignal")
+        self.stop_grace = float(config.StopGrace)
+        self.warning_time = int(config.WarningTime)
+        self.request_memory = config.RequestMemory
+        self.export = config.Export
+        self.job_path = config.JobPath
         #: job id -> when the plain scancel is due after a graceful stop
         self._kill_due: dict[str, float] = {}
         self._kill_tasks: set[asyncio.Task] = set()

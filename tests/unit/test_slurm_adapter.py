@@ -13,9 +13,10 @@ from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed,
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
+from tardis_sge_dask.schema.sites import DEFAULT_JOB_PATH
 from tardis_sge_dask.sites.batchsite import OutputError
 from tardis_sge_dask.sites.settings import SiteConfigError
-from tardis_sge_dask.sites.slurm import DEFAULT_JOB_PATH, SLURM_STATES, SlurmBatchAdapter
+from tardis_sge_dask.sites.slurm import SLURM_STATES, SlurmBatchAdapter
 from tests.conftest import FIXTURES
 from tests.helpers.standins import HOSTILE, exported, recording_command
 from tests.helpers.tardis_config import RecordingExecutor, drone, make_adapter, site_section
@@ -149,7 +150,7 @@ async def test_hostile_values_reach_sbatch_verbatim_and_never_a_shell(tmp_path, 
         ({"StopGrace": -1}, "MachineTypeConfiguration.small.StopGrace"),
         ({"Export": "none"}, "MachineTypeConfiguration.small.Export"),
         ({"RequestMemory": "yes"}, "MachineTypeConfiguration.small.RequestMemory"),
-        ({"Walltime": 300, "WarningTime": 300}, "MachineTypeConfiguration.small.WarningTime"),
+        ({"Walltime": 900, "WarningTime": 900}, "MachineTypeConfiguration.small.WarningTime"),
         ({"WarningTime": 70000}, "MachineTypeConfiguration.small.WarningTime"),
     ],
 )
