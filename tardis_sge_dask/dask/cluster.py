@@ -4,6 +4,9 @@ Differences to the stock ``HTCondorCluster`` (all configurable under ``jobqueue.
 
 * worker jobs are marked ``IsDaskWorker = true`` (what the demand controller counts) and
   may only run on drones (``TARGET.TardisDroneUuid =!= undefined``);
+* ``site="PHYSnet"`` (``jobqueue.overlay.site``) keeps them to that site's drones: the job
+  carries ``TardisSite = "PHYSnet"``, which the demand controller reads, and requires
+  ``TARGET.TardisDroneSite =?= MY.TardisSite``, which the drone advertises;
 * no shared filesystem: the worker's Python is the one inside the drone image, TLS files
   travel with the job (``transfer_input_files``) and are referenced by their base names in
   the job's scratch directory, the worker's local directory is HTCondor's scratch;
@@ -44,11 +47,23 @@ OVERLAY_DEFAULTS: dict[str, Any] = {
     "worker-ports": "40000:40100",
     "nanny-ports": "40100:40200",
     "contact-address": None,
+    # the COBalD/TARDIS site the workers must run at (None: any site)
+    "site": None,
     "job-extra-directives": {},
     "scheduler-options": {},
 }
 
 DRONE_REQUIREMENT = "(TARGET.TardisDroneUuid =!= undefined)"
+#: the job attribute naming the site; the demand sources read it without parsing Requirements
+SITE_ATTRIBUTE = "TardisSite"
+SITE_REQUIREMENT = f"(TARGET.TardisDroneSite =?= MY.{SITE_ATTRIBUTE})"
+
+
+def _site_literal(site: str) -> str:
+    """The site as a ClassAd string; a name the drone could not advertise is refused."""
+    if not site or any(char in site for char in '"\\') or not site.isprintable():
+        raise ValueError(f"site {site!r} is not a plain site name")
+    return f'"{site}"'
 
 
 def register_defaults() -> None:
@@ -80,8 +95,10 @@ class OverlayJob(HTCondorJob):
         lifetime_stagger: str | None = None,
         worker_ports: str | None = None,
         nanny_ports: str | None = None,
+        site: str | None = None,
         **kwargs: Any,
     ):
+        site = site if site is not None else _config("site")
         extra = list(kwargs.pop("worker_extra_args", None) or _config("worker-extra-args") or [])
         lifetime = lifetime if lifetime is not None else _config("lifetime")
         stagger = lifetime_stagger if lifetime_stagger is not None else _config("lifetime-stagger")
@@ -99,13 +116,17 @@ class OverlayJob(HTCondorJob):
         scheduler = contact_address or _config("contact-address") or scheduler
         super().__init__(scheduler, name, worker_extra_args=extra, **kwargs)
 
+        requirement = DRONE_REQUIREMENT
+        if site:
+            requirement = f"{DRONE_REQUIREMENT} && {SITE_REQUIREMENT}"
         directives = {
+            **({f"MY.{SITE_ATTRIBUTE}": _site_literal(site)} if site else {}),
             "MY.IsDaskWorker": "true",
             # dask-jobqueue writes "htcondor--<job id>--" here but names the worker after
             # the cluster's job name (--name): the drone publishes this attribute, and
             # `tardis-sge-dask status` maps a worker to its job and drone by it
             **({"MY.DaskWorkerName": f'"{name}"'} if name and '"' not in name else {}),
-            "Requirements": DRONE_REQUIREMENT,
+            "Requirements": requirement,
             "should_transfer_files": "YES",
             "when_to_transfer_output": "ON_EXIT",
         }
@@ -126,7 +147,7 @@ class OverlayJob(HTCondorJob):
                 self.job_header_dict.setdefault(key, value)
         if "Requirements" in (self.job_extra_directives or {}):
             user = self.job_extra_directives["Requirements"]
-            self.job_header_dict["Requirements"] = f"{DRONE_REQUIREMENT} && ({user})"
+            self.job_header_dict["Requirements"] = f"{requirement} && ({user})"
 
 
 def _tls_files(security: Any) -> list[str]:
@@ -150,6 +171,8 @@ class OverlayCluster(HTCondorCluster):
     :param lifetime_stagger: worker ``--lifetime-stagger``
     :param worker_ports: worker listening port range, e.g. ``"40000:40100"``
     :param nanny_ports: nanny listening port range
+    :param site: the COBalD/TARDIS site whose drones the workers run on (default
+        ``jobqueue.overlay.site``; none: any site)
     """
 
     job_cls = OverlayJob

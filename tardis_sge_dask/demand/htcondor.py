@@ -77,6 +77,11 @@ ATTRIBUTES = (
     "HoldReason",
 )
 
+#: the site the job insists on (OverlayCluster(site=...)), asked for in the long and json
+#: formats; -af prints one column per attribute and its recorded answers have none for it,
+#: so with output_format af every job counts as asking for any site
+SITE_ATTRIBUTES = ("TardisSite",)
+
 
 def _number(value: Any) -> float | None:
     # classad2.Value (Undefined, Error) is an int enum: it must not pass for a number
@@ -104,7 +109,24 @@ def job_shape(ad: classad2.ClassAd) -> JobShape:
         memory_bytes = _evaluate(ad, "DaskWorkerMemory")
         memory_mb = memory_bytes / 2**20 if memory_bytes is not None else 0.0
     gpus = _evaluate(ad, "RequestGpus") or 0.0
-    return JobShape(cores=cores, memory_gb=round(memory_mb / 1024, 3), gpus=int(gpus))
+    return JobShape(
+        cores=cores, memory_gb=round(memory_mb / 1024, 3), gpus=int(gpus), site=job_site(ad)
+    )
+
+
+def job_site(ad: classad2.ClassAd) -> str:
+    """The site a job insists on: its ``TardisSite`` string ("": any site).
+
+    Only this plain attribute counts, never a guess from ``Requirements``: OverlayCluster
+    writes both, and a job whose TardisSite is no string (or no name) asks for any site.
+    """
+    if "TardisSite" not in ad:
+        return ""
+    try:
+        value = ad.eval("TardisSite")
+    except Exception:  # noqa: BLE001 - classad2 raises on unparsable expressions
+        return ""
+    return value.strip() if isinstance(value, str) and value.strip().isprintable() else ""
 
 
 class NotCondorQOutput(ValueError):
@@ -291,7 +313,9 @@ class CondorQueueDemand(DemandSource):
         if self.output_format == "af":
             argv += ["-af:t", *ATTRIBUTES]
         else:
-            argv += [f"-{self.output_format}", "-attributes", ",".join(ATTRIBUTES)]
+            argv += [
+                f"-{self.output_format}", "-attributes", ",".join(ATTRIBUTES + SITE_ATTRIBUTES)
+            ]
         return shlex.join(argv)
 
     async def poll(self) -> DemandSnapshot:
