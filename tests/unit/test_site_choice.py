@@ -114,3 +114,19 @@ async def test_the_long_and_json_queries_ask_for_the_site_and_carry_it():
     for text, output_format in ((long, "long"), (json_, "json")):
         (shape,) = summarise(parse_ads(text, output_format)).waiting
         assert shape == JobShape(2.0, 0.0, 0, "hummel"), output_format
+
+
+def test_direct_mode_names_the_site_of_tasks_kept_to_it():
+    from tardis_sge_dask.demand.dask_scheduler import wish_to_snapshot
+
+    workers = {
+        "tcp://a": {"status": "running", "nthreads": 2, "processing": 2,
+                    "resources": {"site:hummel": 2.0}},
+        "tcp://b": {"status": "running", "nthreads": 2, "processing": 0,
+                    "resources": {"site:PHYSnet": 2.0}},
+    }  # fmt: skip
+    # the scheduler wants 5 workers of 2 threads: 6 threads more than the 4 it has
+    state = {"target": 5, "workers": workers}
+    # hummel: 1 task no worker can run, 5 assigned to its 2 threads -> 4 slots there
+    snapshot = wish_to_snapshot(state, site_tasks={"hummel": [1, 5], "PHYSnet": [0, 1]})
+    assert snapshot.waiting == {JobShape(1.0, site="hummel"): 4, JobShape(1.0): 2}
