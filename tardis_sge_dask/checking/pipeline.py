@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..configfile import Tagged
-from ..registry import TAGS
+from ..registry import SITE_ADAPTERS, TAGS
 from ..schema import suggest, validate
 from ..schema.types import EXECUTOR_TAGS
 from . import hostfiles, signatures
@@ -60,7 +60,8 @@ class PipelineCheck:
         ):
             report(
                 f"pipeline[{len(pipeline) - 1}].__type__",
-                "TARDIS's own pool factory does not know adapter: SGE/SlurmBatch/Local",
+                "TARDIS's own pool factory does not know adapter:"
+                f" {'/'.join(SITE_ADAPTERS)}",
                 f"use __type__: {POOL_FACTORY}",
             )
 

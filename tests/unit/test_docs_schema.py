@@ -88,3 +88,10 @@ def test_pilot_md_documents_every_pilot_setting_with_its_default():
     }
     expected = {key: documented_default(PilotEnvironment, key) for key in keys(PilotEnvironment)}
     assert documented == expected
+
+
+def test_every_registered_site_adapter_is_documented():
+    listed = {schema for schema, _ in CONFIGURATION}
+    for name, entry in SITE_ADAPTERS.items():
+        assert entry.schema in listed, f"adapter {name}: its site keys are not in the list"
+        assert entry.schema.machine_type_schema in listed, f"adapter {name}: machine-type keys"
