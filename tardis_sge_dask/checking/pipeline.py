@@ -108,4 +108,6 @@ class PipelineCheck:
             )
             return
         arguments = {key: value for key, value in element.items() if key != "__type__"}
-        signatures.arguments(self.report, target, arguments, key_path, skip=("configuration",))
+        # COBalD passes a decorator its target (the next element) itself
+        skip = ("configuration", "target")
+        signatures.arguments(self.report, target, arguments, key_path, skip=skip)
