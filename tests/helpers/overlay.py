@@ -206,7 +206,8 @@ def pinned_known_hosts(directory: Path) -> Path:
 class PhysicistSession:
     """tests/integration/data/overlay_client.py run as the physicist account."""
 
-    def __init__(self, workers: int, wait: float = 600, site: str | None = None):
+    def __init__(self, workers: int, wait: float = 600, site: str | None = None,
+                 pin_site: str | None = None):
         self.shared = owned_directory("tsd-physicist-", SUBMIT_USER)
         let_accounts_run(sys.executable)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -215,7 +216,8 @@ class PhysicistSession:
         self.process = subprocess.Popen(
             ["runuser", "-u", SUBMIT_USER, "--", sys.executable, str(CLIENT),
              "--workers", str(workers), "--shared-temp-directory", str(self.shared),
-             "--wait", str(wait), *(["--site", site] if site else [])],
+             "--wait", str(wait), *(["--site", site] if site else []),
+             *(["--pin-site", pin_site] if pin_site else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"),
             text=True, cwd=self.shared,
             env={"PATH": os.environ["PATH"], "HOME": str(self.shared), "LANG": "C.UTF-8"},

@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--shared-temp-directory", required=True)
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for workers")
     parser.add_argument("--site", default=None)
+    parser.add_argument("--pin-site", default=None, help="OverlayCluster(site=...)")
     parser.add_argument("--events", default=None,
                         help="append timestamped events to this file (benchmarks)")
     args = parser.parse_args()
@@ -105,8 +106,10 @@ def main() -> int:
     # only this run's drones: a drone left over from another run must not take our jobs
     requirement = f'regexp("^{args.site}-", TARGET.TardisDroneUuid)'
     only_site = {"job_extra_directives": {"Requirements": requirement}} if args.site else {}
+    pinned = {"site": args.pin_site} if args.pin_site else {}
     cluster = OverlayCluster(
         **only_site,
+        **pinned,
         cores=1,
         memory="1GB",
         disk="1GB",
