@@ -74,13 +74,10 @@ ATTRIBUTES = (
     "RequestGpus",
     "DaskWorkerCores",
     "DaskWorkerMemory",
+    # the site the job insists on (OverlayCluster(site=...)); HoldReason, free text, stays last
+    "TardisSite",
     "HoldReason",
 )
-
-#: the site the job insists on (OverlayCluster(site=...)), asked for in the long and json
-#: formats; -af prints one column per attribute and its recorded answers have none for it,
-#: so with output_format af every job counts as asking for any site
-SITE_ATTRIBUTES = ("TardisSite",)
 
 
 def _number(value: Any) -> float | None:
@@ -240,6 +237,10 @@ def _af_row(line: str) -> classad2.ClassAd:
         raw = raw.strip()
         if raw in ("", "undefined"):
             continue
+        if name == "TardisSite":
+            # -af prints a string without its quotes: a site name, not an expression
+            ad[name] = raw
+            continue
         try:
             ad[name] = classad2.ExprTree(raw).eval()
         except Exception:  # noqa: BLE001 - free text such as a HoldReason
@@ -313,9 +314,7 @@ class CondorQueueDemand(DemandSource):
         if self.output_format == "af":
             argv += ["-af:t", *ATTRIBUTES]
         else:
-            argv += [
-                f"-{self.output_format}", "-attributes", ",".join(ATTRIBUTES + SITE_ATTRIBUTES)
-            ]
+            argv += [f"-{self.output_format}", "-attributes", ",".join(ATTRIBUTES)]
         return shlex.join(argv)
 
     async def poll(self) -> DemandSnapshot:

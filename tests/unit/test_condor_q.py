@@ -44,7 +44,8 @@ BIGGER = JobShape(8, round(30517 / 1024, 3))  # cores=8, memory="32GB"
 OVERSIZE = JobShape(64, round(488281 / 1024, 3))  # cores=64, memory="512GB"
 GPU = JobShape(1, round(953 / 1024, 3), 1)  # cores=1, memory="1GB", request_gpus=1
 GATEWAY = JobShape(2, 4.0)  # htcdaskgateway: request_cpus = 2, request_memory = 4GB
-WAITING = {WORKER: 3, BIGGER: 1, OVERSIZE: 1, GPU: 1, GATEWAY: 1}
+PINNED = JobShape(2, round(3814 / 1024, 3), site="PHYSnet")  # OverlayCluster(site="PHYSnet")
+WAITING = {WORKER: 3, BIGGER: 1, OVERSIZE: 1, GPU: 1, GATEWAY: 1, PINNED: 1}
 
 
 def recorded(name: str, stream: str = "stdout") -> str:
@@ -110,7 +111,7 @@ def test_the_real_schedd_selected_every_kind_of_dask_worker_and_no_other_job():
         f"{ad['ClusterId']}.{ad['ProcId']}"
         for ad in parse_ads(recorded("condor_q-demand-long-busy"))
     }
-    dask_roles = ("running", "idle", "held", "bigger", "oversize", "gpu", "gateway")
+    dask_roles = ("running", "idle", "held", "bigger", "oversize", "gpu", "gateway", "pinned")
     assert selected == {j for role in dask_roles for j in MANIFEST["jobs"][role]}
     assert job("plain") not in selected
 
@@ -163,7 +164,7 @@ async def test_several_schedds_are_summed_and_described():
     snapshot = await source.poll()
     assert snapshot.waiting == WAITING
     assert snapshot.running == 1 and snapshot.held == 1
-    assert "schedd-a.physnet: 7 idle/1 running/1 held" in snapshot.detail
+    assert "schedd-a.physnet: 8 idle/1 running/1 held" in snapshot.detail
     assert "schedd-b.physnet: 0 idle/0 running/0 held" in snapshot.detail
     assert len(executor.commands) == 2
 
@@ -253,9 +254,9 @@ AD = "ClusterId = 87\nProcId = 0\nJobStatus = 1\nRequestCpus = 2\nRequestMemory 
         ("json", '[{"ClusterId": 87, "ProcId": 0, "JobStatus": 1, "RequestCpus": {}}]'),
         ("af", "Error: communication error"),
         ("af", "87\t0\t1"),  # fewer columns than asked for
-        ("af", "87\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined\textra"),
-        ("af", "x\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined"),
-        ("af", "87\t0\t7\t2\t3814\tundefined\t2\t4000000000\tundefined"),
+        ("af", "87\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined\tundefined\textra"),
+        ("af", "x\t0\t1\t2\t3814\tundefined\t2\t4000000000\tundefined\tundefined"),
+        ("af", "87\t0\t7\t2\t3814\tundefined\t2\t4000000000\tundefined\tundefined"),
     ],
 )
 async def test_output_that_is_not_condor_qs_answer_is_a_source_error(output_format, stdout):

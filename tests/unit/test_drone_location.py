@@ -125,3 +125,17 @@ def test_status_shows_where_each_dask_worker_says_it_is():
     offered = {"GPU": 1.0, "site:PHYSnet": 4.0, "machine-type:sge-4core": 4.0}
     assert worker_location(offered) == ("PHYSnet", "sge-4core")
     assert worker_location({}) == ("", "")
+
+
+def test_status_shows_where_the_recorded_drone_said_it_was():
+    """The real collector's answer to status's query (recorded-23.9): a drone whose pilot
+    had PILOT_SITE=record and PILOT_MACHINE_TYPE=onecore."""
+    import json
+
+    from tardis_sge_dask.status import parse_condor_slots
+    from tests.conftest import FIXTURES
+
+    recorded = FIXTURES / "htcondor" / "recorded-23.9"
+    drone = json.loads((recorded / "manifest.json").read_text())["drone"]
+    answer = (recorded / "condor_status-status-cli-busy.stdout").read_text()
+    assert "@vm at record/onecore; job " in parse_condor_slots(answer)[drone]

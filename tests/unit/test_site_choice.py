@@ -101,17 +101,18 @@ def test_a_site_attribute_that_names_no_site_means_any_site(attribute):
     assert shape.site == ""
 
 
-async def test_the_long_and_json_queries_ask_for_the_site_and_carry_it():
+async def test_every_condor_q_format_asks_for_the_site_and_carries_it():
     from tests.unit.test_condor_q import RecordingExecutor
 
-    for output_format in ("long", "json"):
+    for output_format in ("long", "json", "af"):
         executor = RecordingExecutor({None: ""})
         await CondorQueueDemand(executor=executor, output_format=output_format).poll()
-        assert "TardisSite" in executor.commands[0].split("-attributes")[1]
+        assert "TardisSite" in executor.commands[0]
     long = 'ClusterId = 5\nProcId = 0\nJobStatus = 1\nRequestCpus = 2\nTardisSite = "hummel"\n'
     json_ = '[{"ClusterId": 5, "ProcId": 0, "JobStatus": 1, "RequestCpus": 2,'
     json_ += ' "TardisSite": "hummel"}]'
-    for text, output_format in ((long, "long"), (json_, "json")):
+    af = "5\t0\t1\t2\tundefined\tundefined\tundefined\tundefined\thummel\tundefined"
+    for text, output_format in ((long, "long"), (json_, "json"), (af, "af")):
         (shape,) = summarise(parse_ads(text, output_format)).waiting
         assert shape == JobShape(2.0, 0.0, 0, "hummel"), output_format
 
@@ -130,3 +131,12 @@ def test_direct_mode_names_the_site_of_tasks_kept_to_it():
     # hummel: 1 task no worker can run, 5 assigned to its 2 threads -> 4 slots there
     snapshot = wish_to_snapshot(state, site_tasks={"hummel": [1, 5], "PHYSnet": [0, 1]})
     assert snapshot.waiting == {JobShape(1.0, site="hummel"): 4, JobShape(1.0): 2}
+
+
+def test_the_real_schedd_kept_the_site_of_a_recorded_pinned_job():
+    """condor_submit of OverlayCluster(site="PHYSnet"), as the schedd holds the job."""
+    pinned = job_ad("pinned")
+    assert job_shape(pinned).site == "PHYSnet"
+    assert drone("PHYSnet").symmetricMatch(pinned)
+    # the recording's own drone is at the site "record": the job stayed idle there
+    assert not drone("record", "onecore").symmetricMatch(pinned)
