@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..sites.local import kill_tree
+from ..sites.processes import kill_tree
 from .config import demo_config
 from .daemon import Daemon
 from .display import Display, Summary

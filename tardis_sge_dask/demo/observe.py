@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..demand.record import read_record
-from ..sites.local import parse_drone_id, process_start
+from ..sites.processes import parse_drone_id, process_start
 from ..status import DroneRow, StatusError, read_registry
 
 

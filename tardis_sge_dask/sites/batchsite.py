@@ -1,7 +1,8 @@
-"""The shared base of batch-system site adapters (Grid Engine, SLURM, ...).
+"""The batch-command layer of site adapters (Grid Engine, SLURM, ...).
 
 A dialect (``sge.py``, ``slurm.py``) only says how to spell commands and read their
-output; this base owns everything that must behave the same on every batch system:
+output; this base owns everything that must behave the same on every batch system (the
+settings and the job script are :mod:`.jobsite`'s, shared with the Local adapter):
 
 * commands are argv lists joined with :func:`shlex.join`, so no configuration value or
   drone field ever reaches a shell unquoted; the job script travels on stdin;
@@ -9,41 +10,32 @@ output; this base owns everything that must behave the same on every batch syste
   of a site, never one call per drone;
 * a job that left the listing is looked up in the accounting (with a grace period,
   because accounting records appear late) to tell "finished" from "not yet recorded";
-* every failure maps to an exception TARDIS survives (see DESIGN.md §3): a broken
-  ``qstat`` means "retry later", never a dead daemon.
+* every failure maps to an exception TARDIS survives (docs/maintainers.md, "What TARDIS
+  survives"): a broken ``qstat`` means "retry later", never a dead daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import shlex
 import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
-from tardis.exceptions.tardisexceptions import (
-    TardisAuthError,
-    TardisDroneCrashed,
-    TardisQuotaExceeded,
-    TardisResourceStatusUpdateFailed,
-    TardisTimeout,
-)
+from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.executor import Executor
-from tardis.interfaces.siteadapter import ResourceStatus, SiteAdapter
+from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.asyncbulkcall import AsyncBulkCall
 from tardis.utilities.attributedict import AttributeDict
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
-from ..schema.sites import SiteSection
-from .jobscript import JobScriptError, render_job_script
-from .settings import MachineTypeSettings, SiteConfigError, SiteSettings, validated_section
-from .values import control_character_problem, control_character_problems
+from .jobscript import JobScriptError
+from .jobsite import JobScriptSiteAdapter, retried_when_stopping
+from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
 
@@ -91,79 +83,19 @@ class _SiteJobListing:
         return await self._bulk(drone)
 
 
-#: what TARDIS's ShutDownState and CleanupState do not catch, though it only means "not now"
-_NOT_CAUGHT_WHEN_STOPPING = (TardisAuthError, TardisTimeout, TardisQuotaExceeded)
+class BatchSiteAdapter(JobScriptSiteAdapter):
+    """A TARDIS site adapter for a batch system; subclasses supply the dialect.
 
-_Removal = Callable[[Any, AttributeDict], Awaitable[None]]
-
-
-def retried_when_stopping(method: _Removal) -> _Removal:
-    """Map failures TARDIS's shutdown and cleanup states would let through to a retry.
-
-    Those states catch only TardisResourceStatusUpdateFailed (and TardisDroneCrashed), and
-    any other exception leaving a drone state stops the whole daemon (DESIGN.md §3): a
-    failed MFA prompt of an SSH executor (TardisAuthError) while removing one drone must
-    not end every drone's management.
+    The batch-command layer over :class:`JobScriptSiteAdapter`: the site's executor, one
+    listing per bulk window, the accounting of jobs gone from it, removal by command.
     """
 
-    @functools.wraps(method)
-    async def removal(self: BatchSiteAdapter, resource_attributes: AttributeDict) -> None:
-        try:
-            await method(self, resource_attributes)
-        except _NOT_CAUGHT_WHEN_STOPPING as err:
-            logger.warning(
-                "%s: %s failed (%s: %s), will retry",
-                self.describe(resource_attributes),
-                method.__name__,
-                type(err).__name__,
-                err,
-            )
-            raise TardisResourceStatusUpdateFailed(f"{method.__name__}: {err!r}") from err
-
-    removal.retried_when_stopping = True  # type: ignore[attr-defined]
-    return removal
-
-
-class BatchSiteAdapter(SiteAdapter):
-    """A TARDIS site adapter for a batch system; subclasses supply the dialect."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # a dialect's own stop or terminate gets the same mapping as the base's
-        for name in ("stop_resource", "terminate_resource"):
-            method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "retried_when_stopping", False):
-                setattr(cls, name, retried_when_stopping(method))
-
-    #: name used in logs and in ``PILOT_BATCH_SYSTEM``
-    batch_system: ClassVar[str]
-    #: the keys of the site's section (and of its machine types): defaults, types, rules
-    schema: ClassVar[type[SiteSection]]
-    #: the machine-type key that names the queue/partition
-    queue_key: ClassVar[str] = "Queue"
+    expected_errors = (OutputError, JobScriptError)
     #: per-site shared job listings, keyed by (adapter class, site name)
     _listings: ClassVar[dict[tuple[type, str], _SiteJobListing]] = {}
 
     def __init__(self, machine_type: str, site_name: str):
-        self._machine_type = machine_type
-        self._site_name = site_name
-        configuration = self.configuration
-        #: the site's section and this machine type's keys, as the schema reads them
-        self.site_config = validated_section(self.schema, site_name, configuration)
-        machine_config = self.site_config.machine_type(machine_type)
-        if machine_config is None or machine_type not in self.site_config.MachineTypes:
-            raise SiteConfigError(
-                f"{site_name}.MachineTypes",
-                f"has no machine type {machine_type!r}: list it, with its MachineMetaData"
-                " and MachineTypeConfiguration",
-            )
-        self.machine_config = machine_config
-        self.site_settings = SiteSettings.from_schema(self.site_config)
-        self.settings = MachineTypeSettings.from_schema(
-            machine_config,
-            f"{site_name}.MachineTypeConfiguration.{machine_type}",
-            queue_key=self.queue_key,
-        )
+        super().__init__(machine_type, site_name)
         self._executor: Executor = getattr(self.site_config, "executor", None) or ShellExecutor()
         key = (type(self), site_name)
         if key not in self._listings:
@@ -177,29 +109,8 @@ class BatchSiteAdapter(SiteAdapter):
         self._missing_since: dict[str, float] = {}
         self._last_state: dict[str, str] = {}
         self._adoptable: dict[str, str] | None = None
-        self.check_settings()
-        self.refuse_control_characters(configuration)
-
-    def refuse_control_characters(self, configuration: Any) -> None:
-        """Refuse, at start, every value that would smuggle lines into a job script."""
-        for key_path, value in (
-            (f"{self.site_name}.MachineTypes", self.machine_type),
-            (f"{self.site_name} (site name)", self.site_name),
-        ):
-            problem = control_character_problem(value)
-            if problem:
-                raise SiteConfigError(key_path, f"{value!r} {problem}")
-        for key_path, problem in control_character_problems(self.site_name, configuration):
-            raise SiteConfigError(key_path, problem)
 
     # ------------------------------------------------------------------ dialect
-    def check_settings(self) -> None:  # noqa: B027 - optional hook
-        """Read the dialect's own keys from ``self.machine_config`` (validated already)."""
-
-    @abstractmethod
-    def submit_command(self, drone_uuid: str, environment: Mapping[str, str]) -> list[str]:
-        """argv that submits the job script read from stdin."""
-
     @abstractmethod
     def parse_job_id(self, stdout: str) -> str:
         """The job id from the submit command's output (raise :class:`OutputError`)."""
@@ -269,58 +180,6 @@ class BatchSiteAdapter(SiteAdapter):
             )
             raise
         return result.stdout
-
-    def pilot_environment(self) -> dict[str, str]:
-        """The ``export`` lines at the top of every job script of this machine type."""
-        environment = {
-            "PILOT_BATCH_SYSTEM": self.batch_system,
-            "PILOT_SITE": self.site_name,
-            "PILOT_MACHINE_TYPE": self.machine_type,
-        }
-        if self.settings.walltime:
-            environment["PILOT_WALLTIME"] = str(self.settings.walltime)
-        environment.update(self.site_settings.job_environment)
-        environment.update(self.settings.job_environment)
-        return environment
-
-    def job_script(self, drone_uuid: str) -> str:
-        return render_job_script(
-            self.settings.startup_command,
-            self.pilot_environment(),
-            header=f"tardis-sge-dask drone {drone_uuid} "
-            f"(site {self.site_name}, machine type {self.machine_type})",
-        )
-
-    def drone_variables(self, resource_attributes: AttributeDict) -> dict[str, str]:
-        """``TardisDrone*`` variables in the overlay batch system's units."""
-        environment = self.drone_environment(
-            resource_attributes.drone_uuid,
-            resource_attributes.obs_machine_meta_data_translation_mapping,
-        )
-        variables = {}
-        for key, value in environment.items():
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            variables[f"TardisDrone{key}"] = str(value)
-        return variables
-
-    def render_submission(self, resource_attributes: AttributeDict) -> tuple[list[str], str]:
-        """The exact argv and job script a drone gets (also used by ``render``)."""
-        drone_uuid = resource_attributes.drone_uuid
-        argv = self.submit_command(drone_uuid, self.drone_variables(resource_attributes))
-        # the settings were checked at start; this also covers what TARDIS supplies
-        for argument in argv:
-            problem = control_character_problem(argument)
-            if problem:
-                raise JobScriptError(f"submit command argument {argument!r} {problem}")
-        return argv, self.job_script(drone_uuid)
-
-    def describe(self, resource_attributes: AttributeDict) -> str:
-        job = resource_attributes.get("remote_resource_uuid")
-        return (
-            f"drone {resource_attributes.get('drone_uuid')} ({self.site_name}/"
-            f"{self.machine_type}, {self.batch_system} job {job})"
-        )
 
     # ------------------------------------------------------------ TARDIS API
     async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:
@@ -477,40 +336,10 @@ class BatchSiteAdapter(SiteAdapter):
                 return
             raise
         except TimeoutError as err:
-            # TARDIS's shutdown and cleanup states survive only this one (DESIGN.md §3)
+            # TARDIS's shutdown and cleanup states survive only this one
+            # (docs/maintainers.md, "What TARDIS survives")
             raise TardisResourceStatusUpdateFailed(f"removal of job {job_id} timed out") from err
         logger.info("%s: removal requested", self.describe(resource_attributes))
-
-    @contextmanager
-    def handle_exceptions(self) -> Iterable[None]:
-        # Only the TARDIS exceptions below leave a drone's state alive; anything else
-        # aborts the whole daemon (DESIGN.md §3), so everything unexpected is retried.
-        try:
-            yield
-        except (
-            TardisAuthError,
-            TardisTimeout,
-            TardisQuotaExceeded,
-            TardisResourceStatusUpdateFailed,
-            TardisDroneCrashed,
-        ):
-            raise
-        except TimeoutError as err:
-            raise TardisTimeout(str(err)) from err
-        except CommandExecutionFailure as failure:
-            logger.warning(
-                "%s: command failed with exit code %s: %s",
-                self.site_name,
-                failure.exit_code,
-                (failure.stderr or failure.stdout or "").strip()[:500],
-            )
-            raise TardisResourceStatusUpdateFailed(str(failure)) from failure
-        except (OutputError, JobScriptError) as err:
-            logger.warning("%s: %s", self.site_name, err)
-            raise TardisResourceStatusUpdateFailed(str(err)) from err
-        except Exception as err:  # noqa: BLE001 - see the comment above
-            logger.exception("%s: unexpected error, will retry", self.site_name)
-            raise TardisResourceStatusUpdateFailed(repr(err)) from err
 
     # ------------------------------------------------------------ helpers
     @property

@@ -2,9 +2,11 @@
 
 A drone is the same job script a batch site would get (the pilot behind its ``export``
 lines, ``PILOT_BATCH_SYSTEM=local``), run by ``bash`` in a session of its own on this
-host — Dask's ``LocalCluster`` for this world. The job script comes from the shared
-batch-site base (:meth:`BatchSiteAdapter.render_submission`), so what ``render`` shows
-is what runs.
+host — Dask's ``LocalCluster`` for this world. The settings, the job script and the
+mapping of failures come from the layer every adapter shares
+(:class:`~.jobsite.JobScriptSiteAdapter`, :meth:`render_submission`), so what ``render``
+shows is what runs; nothing of the batch-command layer (executor, listings, accounting).
+The /proc helpers are :mod:`.processes`.
 
 * the drone's id is ``PID-STARTTICKS``: the pid alone may be reused, the start time in
   ``/proc/PID/stat`` makes it unique, so a daemon restarted from the SqliteRegistry finds
@@ -41,14 +43,15 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar
 
 from tardis.exceptions.tardisexceptions import TardisQuotaExceeded
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.attributedict import AttributeDict
 
 from ..schema.sites import LocalSection
-from .batchsite import AccountingRecord, BatchSiteAdapter, JobInfo
+from .jobsite import JobScriptSiteAdapter
+from .processes import kill_tree, parse_drone_id, process_start
 from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.local")
@@ -57,71 +60,6 @@ logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.local")
 def default_state_directory(site_name: str) -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "tardis-sge-dask" / site_name
-
-
-# ---------------------------------------------------------------- processes
-def process_start(pid: int) -> tuple[int, str] | None:
-    """(start time in clock ticks since boot, state letter) of a process, None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name is in parentheses and may contain spaces: split after the last ')'
-    fields = text[text.rfind(")") + 2 :].split()
-    return int(fields[19]), fields[0]
-
-
-def _process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, session id) of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        table[int(entry)] = (int(fields[1]), int(fields[3]))
-    return table
-
-
-def process_tree(pid: int) -> set[int]:
-    """The process, its descendants and everything in their sessions.
-
-    The pilot starts its payload in a session of its own (so a batch system's signal to
-    the job's process group does not kill it), hence the sessions are followed too.
-    """
-    table = _process_table()
-    if pid not in table:
-        return set()
-    members = {pid}
-    changed = True
-    while changed:
-        # only sessions led by a member: never the caller's own session
-        sessions = {
-            table[member][1] for member in members if table.get(member, (0, 0))[1] in members
-        }
-        grown = {
-            other
-            for other, (parent, session) in table.items()
-            if parent in members or (session in sessions and session != 0)
-        }
-        changed = not grown <= members
-        members |= grown
-    members.discard(os.getpid())
-    return members
-
-
-def kill_tree(pid: int) -> int:
-    """SIGKILL the tree of ``pid``; how many processes were signalled."""
-    members = process_tree(pid)
-    for member in members:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(members)
 
 
 def _open_private(path: Path, mode_flag: int) -> BinaryIO:
@@ -140,14 +78,7 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text.encode())
 
 
-def parse_drone_id(remote_resource_uuid: Any) -> tuple[int, int] | None:
-    pid, _, ticks = str(remote_resource_uuid).partition("-")
-    if not pid.isdigit() or not ticks.isdigit():
-        return None
-    return int(pid), int(ticks)
-
-
-class LocalAdapter(BatchSiteAdapter):
+class LocalAdapter(JobScriptSiteAdapter):
     """Drones as pilot processes on this host."""
 
     batch_system = "local"
@@ -193,31 +124,14 @@ class LocalAdapter(BatchSiteAdapter):
         pairs = [f"{name}={value}" for name, value in environment.items()]
         return ["env", *pairs, "bash", str(self.script_path(drone_uuid))]
 
-    # the base's listing/accounting dialect: a local drone is read from /proc instead
-    def parse_job_id(self, stdout: str) -> str:
-        raise NotImplementedError("local drones have no submit output")
-
-    def listing_command(self) -> list[str]:
-        raise NotImplementedError("local drones are read from /proc")
-
-    def parse_listing(self, stdout: str) -> dict[str, JobInfo]:
-        raise NotImplementedError("local drones are read from /proc")
-
-    def translate_state(self, state: str) -> ResourceStatus | None:
+    @staticmethod
+    def translate_state(state: str) -> ResourceStatus:
+        """The TARDIS status of a process state letter of /proc/PID/stat."""
         if state in ("Z", "X", "x"):
             return ResourceStatus.Deleted
         if state in ("T", "t"):
             return ResourceStatus.Stopped
         return ResourceStatus.Running
-
-    def accounting_command(self, job_id: str) -> list[str]:
-        raise NotImplementedError("local drones have no accounting")
-
-    def parse_accounting(self, job_id: str, stdout: str) -> AccountingRecord | None:
-        raise NotImplementedError("local drones have no accounting")
-
-    def terminate_command(self, job_id: str) -> list[str]:
-        raise NotImplementedError("local drones are signalled directly")
 
     # ------------------------------------------------------------- TARDIS API
     async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:

@@ -41,7 +41,7 @@ def make_adapter(
     adapter_class: type, adapter: str, section: dict[str, Any], site: str = SITE, **site_keys: Any
 ):
     # each test gets fresh shared job listings
-    adapter_class._listings.clear()
+    getattr(adapter_class, "_listings", {}).clear()
     configure(adapter, section, site, **site_keys)
     return adapter_class(machine_type=MACHINE_TYPE, site_name=site)
 

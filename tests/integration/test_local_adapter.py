@@ -12,7 +12,8 @@ from tardis.exceptions.tardisexceptions import TardisQuotaExceeded
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.attributedict import AttributeDict
 
-from tardis_sge_dask.sites.local import LocalAdapter, process_start, process_tree
+from tardis_sge_dask.sites.local import LocalAdapter
+from tardis_sge_dask.sites.processes import process_start, process_tree
 from tests.helpers.tardis_config import configure
 
 # a pilot that ignores the warning signal and leaves a grandchild in a session of its own,

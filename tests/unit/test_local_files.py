@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tardis.utilities.attributedict import AttributeDict
 
-from tardis_sge_dask.sites.local import LocalAdapter, kill_tree
+from tardis_sge_dask.sites.local import LocalAdapter
+from tardis_sge_dask.sites.processes import kill_tree
 from tests.helpers.tardis_config import configure
 
 
