@@ -11,7 +11,8 @@ from pathlib import Path
 
 PILOT_SCRIPT = Path(__file__).with_name("drone-pilot.sh")
 
-# The pilot's exit codes (docs/pilot.md); tests and the site adapters read them from here.
+# The pilot's exit codes (docs/pilot.md), as `python -m tardis_sge_dask.pilot --exit-codes`
+# lists them; tests/unit/test_pilot_failures.py holds drone-pilot.sh to them.
 EXIT_CODES = {
     0: "the payload finished or was drained",
     10: "bad environment: a TardisDrone* or PILOT_* setting is missing or malformed",

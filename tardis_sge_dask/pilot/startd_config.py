@@ -28,10 +28,10 @@ from .rules import DEFAULT_LIFETIME_MARGIN, walltime_problem
 
 #: The jobs a drone takes by default: the ones the demand controller counts as Dask workers
 #: (``tardis_sge_dask.demand.htcondor.DEFAULT_CONSTRAINT``), so that no waiting job brings
-#: drones up that then refuse it. dask-jobqueue's HTCondorCluster gives every worker job
-#: ``DaskWorkerCores`` (DESIGN §4), OverlayCluster adds ``IsDaskWorker``, htcdaskgateway
-#: marks its workers ``isDaskJob``. Parenthesised whole, so ``DASK_WORKER_START && X`` in a
-#: custom PILOT_START_EXPRESSION narrows all three.
+#: drones up that then refuse it (docs/pilot.md, PILOT_START_EXPRESSION). dask-jobqueue's
+#: HTCondorCluster gives every worker job ``DaskWorkerCores``, OverlayCluster adds
+#: ``IsDaskWorker``, htcdaskgateway marks its workers ``isDaskJob``. Parenthesised whole, so
+#: ``DASK_WORKER_START && X`` in a custom PILOT_START_EXPRESSION narrows all three.
 DASK_WORKER_START = (
     "((TARGET.IsDaskWorker =?= true) || (TARGET.DaskWorkerCores =!= undefined)"
     " || (TARGET.IsDaskJob =?= true))"
