@@ -69,7 +69,7 @@ async def test_hostile_values_reach_grid_engine_verbatim(sge, tmp_path):
         ExtraOptions=["-ac", f"note={hostile}"],
         # qsub reads lines of the script beginning with #$ as options: inside the quoted
         # export this one must stay a value, or the drone becomes an array of three jobs
-        JobEnvironment={"PILOT_NOTE": "#$ -t 1-3"},
+        JobEnvironment={"DRONE_NOTE": "#$ -t 1-3"},
     )
     attributes = drone(f"{site}-0123456789")
     attributes.update(await adapter.deploy_resource(attributes))

@@ -82,7 +82,7 @@ async def test_a_pilot_that_ignores_the_warning_is_cancelled_after_the_grace(slu
         tmp_path,
         StopGrace=3,
         StopSignal="USR1",
-        JobEnvironment={"PILOT_STUBBORN": "1"},
+        JobEnvironment={"STANDIN_STUBBORN": "1"},
     )
     attributes = drone(f"{site}-0123456789")
     attributes.update(await adapter.deploy_resource(attributes))
@@ -104,7 +104,15 @@ async def test_a_pilot_that_ignores_the_warning_is_cancelled_after_the_grace(slu
 async def test_the_pilot_is_warned_before_the_time_limit(slurm, tmp_path):
     site = unique_site("itslurm")
     # SLURM sends the --signal warning up to 60 s early: somewhere in the first minute here
-    adapter = slurm_adapter(site, ShellExecutor(), tmp_path, Walltime="0:02:00", WarningTime=60)
+    # a 2-minute drone is refused by the real pilot's default margin (300 s); so is it here
+    adapter = slurm_adapter(
+        site,
+        ShellExecutor(),
+        tmp_path,
+        Walltime="0:02:00",
+        WarningTime=60,
+        JobEnvironment={"PILOT_LIFETIME_MARGIN": "30"},
+    )
     attributes = drone(f"{site}-0123456789")
     attributes.update(await adapter.deploy_resource(attributes))
     try:
