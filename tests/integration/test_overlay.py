@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -48,6 +48,8 @@ pytestmark = pytest.mark.integration
 
 WORKERS = 2
 IDLE_TIME = 10
+#: HTCondor's JobStatus of a removed job that has not left the queue yet
+JOB_REMOVED = 3
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +98,10 @@ class Run:
     session: overlay.PhysicistSession
     logs: Path
     drone_names: set[str]
+    #: drones whose startd ads may outlive them: a drone the batch system killed within
+    #: its notify time (5 s here) has sometimes no time left to withdraw its ads, which
+    #: then stay in the collector for CLASSAD_LIFETIME (15 min; here in 3 of 5 runs)
+    killed: set[str] = field(default_factory=set)
 
 
 def run_overlay(
@@ -143,6 +149,7 @@ def run_overlay(
         assert result["total"] == n * (n - 1)
         assert result["worker_pythons"] == [list(sys.version_info[:2])]
         drone_names = {job["name"] for job in backend.jobs(site).values()}
+        killed: set[str] = set()
         running = overlay.schedd_jobs()
         assert [job["status"] for job in running] == [2] * WORKERS
         # every worker job runs on the startd of one of this site's drones, which is a
@@ -167,15 +174,21 @@ def run_overlay(
             [found] = status(config, "--find", worker)
             assert found["drone_uuid"] == row["drone_uuid"]
         if during is not None:
-            during(Run(site, backend, daemon, session, logs, drone_names))
+            run = Run(site, backend, daemon, session, logs, drone_names)
+            during(run)
+            killed = run.killed
 
         # 5. the physicist is done
         session.finish()
-        wait_until(lambda: not overlay.schedd_jobs(), 120,
+        # A worker job whose drone was taken away before its starter could report the exit
+        # stays removed (X) until its shadow's job lease ends (HTCondor's default: 40 min);
+        # for the physicist it is gone, and it holds no slot. Idle, running or held is not.
+        wait_until(lambda: not [job for job in overlay.schedd_jobs()
+                                if job["status"] != JOB_REMOVED], 120,
                    "the worker jobs to leave the schedd", daemon)
         wait_until(lambda: not backend.jobs(site), IDLE_TIME + 300,
                    "the drones to leave the batch system", daemon)
-        wait_until(lambda: not (set(overlay.drone_startds()) & drone_names), 120,
+        wait_until(lambda: not (set(overlay.drone_startds()) & (drone_names - killed)), 120,
                    "the drone startds to leave the collector", daemon)
         if drained_by_tardis:
             # TARDIS drained them through HTCondor before the batch jobs were removed
@@ -210,6 +223,7 @@ def take_a_drone_away_mid_task(run: Run) -> None:
     victim_id, victim = sorted(jobs.items())[0]
     subprocess.run([*TAKE_AWAY[run.backend.adapter], victim_id], check=True,
                    capture_output=True)
+    run.killed.add(victim["name"])
     result = run.session.wait_for("slow-result", 600)
     # no task lost: every square is there, computed exactly as asked
     assert result["squares"] == [index * index for index in range(16)]
@@ -268,8 +282,11 @@ def outlive_the_retire_time(run: Run) -> None:
     wait_until(lambda: not (set(started) & set(run.backend.jobs(run.site))), WALLTIME + 60,
                "the drones to leave at their retire time", run.daemon)
     for job_id, name in started.items():
-        accounting = subprocess.run(["qacct", "-j", job_id], capture_output=True,
-                                    text=True).stdout
+        # qmaster writes the accounting record a moment after the job left qstat
+        accounting = wait_until(
+            lambda job_id=job_id: subprocess.run(["qacct", "-j", job_id], capture_output=True,
+                                                 text=True).stdout.strip(),
+            60, f"the accounting record of job {job_id}", run.daemon)
         fields = dict(line.split(None, 1) for line in accounting.splitlines() if " " in line)
         # ended by the pilot, not killed by Grid Engine's h_rt
         assert fields.get("exit_status", "").strip() == "0", accounting
