@@ -147,7 +147,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from .init.command import InitError, run_init, ssh_target
-    from .init.sge import ProbeError
+    from .init.runner import ProbeError
 
     try:
         ssh = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +86,11 @@ class ReplayRunner(Runner):
         )
         self.answers.append(output)
         return output
+
+
+#: how a probe runs one command of the site: argv in, its output back
+Run = Callable[..., Output]
+
+
+class ProbeError(RuntimeError):
+    """The site could not be read at all."""

@@ -27,9 +27,7 @@ from .model import (
     SiteSurvey,
     Sourced,
 )
-from .runner import Output
-
-Run = Callable[..., Output]
+from .runner import ProbeError, Run
 
 #: memory attributes a drone's memory may be requested in, most usual first
 MEMORY_ATTRIBUTES = ("h_vmem", "m_mem_free", "mem_free", "virtual_free", "h_rss", "mem_req")
@@ -493,10 +491,6 @@ def _count(text: str) -> int:
     """``2`` or an RSMAP's ``2(0 1)`` -> 2."""
     match = re.match(r"\d+", text)
     return int(match.group()) if match else 0
-
-
-class ProbeError(RuntimeError):
-    """The site could not be read at all."""
 
 
 def machine_type_name(queue: str) -> str:

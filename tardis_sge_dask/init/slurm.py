@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..schema.base import keys
@@ -28,10 +27,8 @@ from .model import (
     SiteSurvey,
     Sourced,
 )
-from .runner import Output
-from .sge import ProbeError
+from .runner import ProbeError, Run
 
-Run = Callable[..., Output]
 _UNLIMITED = ("UNLIMITED", "INFINITE", "NONE", "N/A", "(null)", "")
 
 
