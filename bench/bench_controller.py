@@ -82,9 +82,23 @@ def raw_qsub_loop(n: int, prefix: str) -> float:
     start = time.perf_counter()
     for index in range(n):
         subprocess.run(
-            ["qsub", "-terse", "-h", "-N", f"{prefix}-{index}", "-S", "/bin/bash", "-q", "all.q",
-             "-v", f"TardisDroneUuid={prefix}-{index},TardisDroneCores=1"],
-            input=script, capture_output=True, text=True, check=True,
+            [
+                "qsub",
+                "-terse",
+                "-h",
+                "-N",
+                f"{prefix}-{index}",
+                "-S",
+                "/bin/bash",
+                "-q",
+                "all.q",
+                "-v",
+                f"TardisDroneUuid={prefix}-{index},TardisDroneCores=1",
+            ],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     return time.perf_counter() - start
 
@@ -107,25 +121,37 @@ def config(directory: Path, site: str, n: int, pipeline: list, text_pipeline: st
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-            "handlers": {"console": {"class": "logging.StreamHandler",
-                                     "stream": "ext://sys.stdout", "formatter": "plain"}},
+            "handlers": {
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stdout",
+                    "formatter": "plain",
+                }
+            },
             "root": {"level": "INFO", "handlers": ["console"]},
         },
         "tardis": {
             "Plugins": {"SqliteRegistry": {"db_file": str(directory / "drones.db")}},
-            "BatchSystem": {"adapter": "FakeBatchSystem", "allocation": 1.0,
-                            "utilisation": 1.0, "machine_status": "Available"},
-            "Sites": [{"name": site, "adapter": "SGE", "quota": n,
-                       "drone_heartbeat_interval": 10}],
+            "BatchSystem": {
+                "adapter": "FakeBatchSystem",
+                "allocation": 1.0,
+                "utilisation": 1.0,
+                "machine_status": "Available",
+            },
+            "Sites": [{"name": site, "adapter": "SGE", "quota": n, "drone_heartbeat_interval": 10}],
             site: {
                 "executor": "__SHELL__",
                 "JobEnvironment": PILOT_ENV,
                 "MachineTypes": ["one"],
                 "MachineMetaData": {"one": {"Cores": 1, "Memory": 2, "Disk": 1}},
-                "MachineTypeConfiguration": {"one": {
-                    "StartupCommand": str(pilot_path()), "Queue": "all.q",
-                    "MemoryResource": None, "ExtraOptions": ["-h"],
-                }},
+                "MachineTypeConfiguration": {
+                    "one": {
+                        "StartupCommand": str(pilot_path()),
+                        "Queue": "all.q",
+                        "MemoryResource": None,
+                        "ExtraOptions": ["-h"],
+                    }
+                },
             },
         },
     }
@@ -142,7 +168,9 @@ class Daemon:
         self.log_path = path.with_suffix(".log")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cobald.daemon", str(path)],
-            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, cwd=path.parent,
+            stdout=open(self.log_path, "w"),
+            stderr=subprocess.STDOUT,
+            cwd=path.parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **env},
         )
 
@@ -158,8 +186,9 @@ class Daemon:
             if self.process.poll() is not None:
                 raise SystemExit(f"daemon died:\n{self.log()[-3000:]}")
             time.sleep(0.2)
-        raise SystemExit(f"timed out ({len(pattern.findall(self.log()))}/{count}):\n"
-                         f"{self.log()[-3000:]}")
+        raise SystemExit(
+            f"timed out ({len(pattern.findall(self.log()))}/{count}):\n{self.log()[-3000:]}"
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -181,10 +210,16 @@ def run_ours(n: int, interval: float, prefix: str, directory: Path) -> float:
         f"- !DaskDemandController {{interval: {interval}, idle_time: 600, "
         f"source: !CondorQueueDemand {{executor: !TardisShellExecutor {{}}}}}}"
     )
-    path = config(directory, prefix, n, [
-        "__CONTROLLER__",
-        {"__type__": "tardis_sge_dask.poolfactory.create_composite_pool", "interval": interval},
-    ], controller)
+    path = config(
+        directory,
+        prefix,
+        n,
+        [
+            "__CONTROLLER__",
+            {"__type__": "tardis_sge_dask.poolfactory.create_composite_pool", "interval": interval},
+        ],
+        controller,
+    )
     daemon = Daemon(path, {"PATH": f"{bin_dir}:{os.environ['PATH']}"})
     try:
         # the controller is running once it has read the (still empty) source
@@ -215,10 +250,16 @@ def stock_pool(configuration: str | None = None, interval: float = 30):
 
 def run_stock(n: int, prefix: str, directory: Path) -> float:
     directory.mkdir()
-    path = config(directory, prefix, n, [
-        {"__type__": "cobald.controller.linear.LinearController"},
-        {"__type__": "bench.bench_controller.stock_pool"},
-    ], "")
+    path = config(
+        directory,
+        prefix,
+        n,
+        [
+            {"__type__": "cobald.controller.linear.LinearController"},
+            {"__type__": "bench.bench_controller.stock_pool"},
+        ],
+        "",
+    )
     daemon = Daemon(path, {})
     try:
         [first, *_] = daemon.wait_for(DEMAND_LINE, 1, 120)
@@ -231,8 +272,9 @@ def run_stock(n: int, prefix: str, directory: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100, help="waiting workers (= drones)")
-    parser.add_argument("--interval", type=float, default=2,
-                        help="controller and pool interval of our pipeline (s)")
+    parser.add_argument(
+        "--interval", type=float, default=2, help="controller and pool interval of our pipeline (s)"
+    )
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix="bench-controller-"))
@@ -248,11 +290,15 @@ def main() -> None:
             delete_jobs(prefix)
     print(f"N = {args.n} waiting 1-core workers -> {args.n} held SGE drone jobs")
     print(f"  raw qsub loop (batch system alone)            {raw:7.1f} s")
-    print(f"  DaskDemandController + ElasticFactoryPool     {ours:7.1f} s"
-          f"  ratio to raw {ours / raw:5.2f}  overhead {ours - raw:+.1f} s"
-          f" (goal: <= interval {args.interval:g} s + 2 s)")
-    print(f"  stock LinearController + FactoryPool (30 s)   {stock:7.1f} s"
-          f"  ratio to raw {stock / raw:5.2f}  overhead {stock - raw:+.1f} s")
+    print(
+        f"  DaskDemandController + ElasticFactoryPool     {ours:7.1f} s"
+        f"  ratio to raw {ours / raw:5.2f}  overhead {ours - raw:+.1f} s"
+        f" (goal: <= interval {args.interval:g} s + 2 s)"
+    )
+    print(
+        f"  stock LinearController + FactoryPool (30 s)   {stock:7.1f} s"
+        f"  ratio to raw {stock / raw:5.2f}  overhead {stock - raw:+.1f} s"
+    )
     print(f"  stock / ours                                   {stock / ours:7.1f} x")
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
 

@@ -82,8 +82,12 @@ from tests.helpers.daemon import CobaldDaemon, unique_site  # noqa: E402
 
 LOCK = Path("/tmp/tsd-overlay.lock")
 SSHD_KEY = Path(os.environ.get("SSHD_DIR", "/tmp/test-sshd")) / "id_ed25519"
-SSH = {"host": "127.0.0.1", "port": 2222, "username": overlay.PILOT_USER,
-       "client_keys": [str(SSHD_KEY)]}
+SSH = {
+    "host": "127.0.0.1",
+    "port": 2222,
+    "username": overlay.PILOT_USER,
+    "client_keys": [str(SSHD_KEY)],
+}
 MACHINE_TYPE = {"Queue": "all.q", "Walltime": 3600, "MemoryResource": None}
 
 DEMAND = re.compile(r"^(\S+ \S+) INFO \S+ demand (\d+) cores", re.M)
@@ -174,8 +178,10 @@ def sge_jobs(prefix: str) -> dict[str, tuple[str, str]]:
     """job id -> (name, state) of the jobs whose name starts with prefix."""
     out = run(["qstat", "-u", "*", "-xml"], check=True).stdout
     return {
-        entry.findtext("JB_job_number") or "": (entry.findtext("JB_name") or "",
-                                                entry.findtext("state") or "")
+        entry.findtext("JB_job_number") or "": (
+            entry.findtext("JB_name") or "",
+            entry.findtext("state") or "",
+        )
         for entry in ElementTree.fromstring(out).iter("job_list")
         if (entry.findtext("JB_name") or "").startswith(prefix)
     }
@@ -277,8 +283,20 @@ class Watcher(threading.Thread):
             self._halt.wait(self.interval)
 
     def _condor_q(self) -> None:
-        out = run(["condor_q", "-allusers", "-af", "BenchSite", "ClusterId", "ProcId",
-                   "JobStatus", "JobBatchName", "RemoteHost"], check=True).stdout
+        out = run(
+            [
+                "condor_q",
+                "-allusers",
+                "-af",
+                "BenchSite",
+                "ClusterId",
+                "ProcId",
+                "JobStatus",
+                "JobBatchName",
+                "RemoteHost",
+            ],
+            check=True,
+        ).stdout
         now = time.time()
         others = 0
         for line in out.splitlines():
@@ -302,12 +320,21 @@ class Watcher(threading.Thread):
         for name, state in jobs.values():
             if state == "r" and name.startswith(self.site):
                 self.seen.sge_running.setdefault(name, now)
-        self.foreign_jobs = max(self.foreign_jobs,
-                                sum(not name.startswith(self.site) for name, _ in jobs.values()))
+        self.foreign_jobs = max(
+            self.foreign_jobs, sum(not name.startswith(self.site) for name, _ in jobs.values())
+        )
 
     def _condor_status(self) -> None:
-        out = run(["condor_status", "-constraint", "TardisDroneUuid =!= undefined",
-                   "-af", "TardisDroneUuid"], check=True).stdout
+        out = run(
+            [
+                "condor_status",
+                "-constraint",
+                "TardisDroneUuid =!= undefined",
+                "-af",
+                "TardisDroneUuid",
+            ],
+            check=True,
+        ).stdout
         now = time.time()
         joined = False
         for uuid in out.split():
@@ -316,8 +343,9 @@ class Watcher(threading.Thread):
                 joined = True
         if joined and self.reschedule:
             run(["condor_reschedule"], cwd="/tmp")
-        self.foreign_startds = max(self.foreign_startds,
-                                   sum(not uuid.startswith(self.site) for uuid in out.split()))
+        self.foreign_startds = max(
+            self.foreign_startds, sum(not uuid.startswith(self.site) for uuid in out.split())
+        )
 
 
 # -------------------------------------------------------------- the physicist, timed
@@ -349,13 +377,33 @@ class TimedSession(overlay.PhysicistSession):
         self.seen: list[dict[str, Any]] = []
         self.stderr_path = Path(tempfile.mkstemp(prefix="tsd-physicist-", suffix=".err")[1])
         self.process = subprocess.Popen(
-            ["runuser", "-u", overlay.SUBMIT_USER, "--", sys.executable, str(overlay.CLIENT),
-             "--workers", str(workers), "--shared-temp-directory", str(self.shared),
-             "--wait", str(wait), "--events", str(self.events_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"),
-            text=True, cwd=self.shared,
-            env={"PATH": os.environ["PATH"], "HOME": str(self.shared), "LANG": "C.UTF-8",
-                 **session_environment(site, jobqueue)},
+            [
+                "runuser",
+                "-u",
+                overlay.SUBMIT_USER,
+                "--",
+                sys.executable,
+                str(overlay.CLIENT),
+                "--workers",
+                str(workers),
+                "--shared-temp-directory",
+                str(self.shared),
+                "--wait",
+                str(wait),
+                "--events",
+                str(self.events_path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.stderr_path, "w"),
+            text=True,
+            cwd=self.shared,
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": str(self.shared),
+                "LANG": "C.UTF-8",
+                **session_environment(site, jobqueue),
+            },
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -377,8 +425,11 @@ class BenchDaemon(CobaldDaemon):
     def start(self) -> BenchDaemon:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cobald.daemon", str(self.config)],
-            stdout=open(self.log_path, "a"), stderr=subprocess.STDOUT, cwd=self.config.parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
+            stdout=open(self.log_path, "a"),
+            stderr=subprocess.STDOUT,
+            cwd=self.config.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_parent,
         )
         return self
 
@@ -386,9 +437,30 @@ class BenchDaemon(CobaldDaemon):
 def raw_qsub_to_running(prefix: str, poll: float) -> float | None:
     """A trivial job by the pilot account, from qsub to qstat's state r (None: not in 120 s)."""
     started = time.time()
-    job = run(["runuser", "-u", overlay.PILOT_USER, "--", "qsub", "-terse", "-b", "y",
-               "-q", "all.q", "-N", prefix, "-o", "/dev/null", "-e", "/dev/null",
-               "/bin/sleep", "60"], check=True, cwd="/tmp").stdout.strip()
+    job = run(
+        [
+            "runuser",
+            "-u",
+            overlay.PILOT_USER,
+            "--",
+            "qsub",
+            "-terse",
+            "-b",
+            "y",
+            "-q",
+            "all.q",
+            "-N",
+            prefix,
+            "-o",
+            "/dev/null",
+            "-e",
+            "/dev/null",
+            "/bin/sleep",
+            "60",
+        ],
+        check=True,
+        cwd="/tmp",
+    ).stdout.strip()
     try:
         while True:
             state = sge_jobs(prefix).get(job, ("", ""))[1]
@@ -420,17 +492,23 @@ queue
 """
 
 
-def raw_condor_submit_to_running(site: str, directory: Path, poll: float
-                                 ) -> dict[str, float] | None:
+def raw_condor_submit_to_running(
+    site: str, directory: Path, poll: float
+) -> dict[str, float] | None:
     """A trivial job the drone startd accepts, from condor_submit to JobStatus 2.
 
     Submitted once the daemon is stopped, so no controller reacts to it, onto the run's
     drones: idle startds in the pool. None when no drone is idle any more.
     """
     try:
-        wait(lambda: any(uuid.startswith(site) and slot["state"] == "Unclaimed"
-                         for uuid, slot in overlay.drone_startds().items()),
-             30, "an idle drone startd")
+        wait(
+            lambda: any(
+                uuid.startswith(site) and slot["state"] == "Unclaimed"
+                for uuid, slot in overlay.drone_startds().items()
+            ),
+            30,
+            "an idle drone startd",
+        )
     except TimeoutError:
         print("warning: no idle drone left for the condor_submit reference", file=sys.stderr)
         return None
@@ -438,8 +516,11 @@ def raw_condor_submit_to_running(site: str, directory: Path, poll: float
     submit.write_text(REFERENCE_SUBMIT.format(site=site))
     shutil.chown(submit, overlay.SUBMIT_USER, overlay.SUBMIT_USER)
     started = time.time()
-    out = run(["runuser", "-u", overlay.SUBMIT_USER, "--", "condor_submit", "-terse",
-               str(submit)], check=True, cwd=directory).stdout
+    out = run(
+        ["runuser", "-u", overlay.SUBMIT_USER, "--", "condor_submit", "-terse", str(submit)],
+        check=True,
+        cwd=directory,
+    ).stdout
     job = out.split()[0]
     submitted = time.time()
     while True:
@@ -450,8 +531,11 @@ def raw_condor_submit_to_running(site: str, directory: Path, poll: float
         if time.time() - started > 120:
             raise TimeoutError(f"reference job {job} not running after 120 s")
         time.sleep(poll)
-    wait(lambda: not run(["condor_q", job, "-af", "JobStatus"]).stdout.strip(), 60,
-         f"reference job {job} to leave the schedd")
+    wait(
+        lambda: not run(["condor_q", job, "-af", "JobStatus"]).stdout.strip(),
+        60,
+        f"reference job {job} to leave the schedd",
+    )
     return {"submit": submitted - started, "running": running - started}
 
 
@@ -470,8 +554,7 @@ class Settings:
     site_keys: dict[str, str] = field(default_factory=dict)
 
 
-def bench_config(directory: Path, site: str, logs: Path, workers: int,
-                 settings: Settings) -> Path:
+def bench_config(directory: Path, site: str, logs: Path, workers: int, settings: Settings) -> Path:
     """tests.helpers.overlay's configuration with this run's intervals and knobs."""
     environment = {
         # sub-second times in the drones' HTCondor logs; changes nothing else
@@ -482,16 +565,24 @@ def bench_config(directory: Path, site: str, logs: Path, workers: int,
     }
     environment.update({f"_CONDOR_{name}": value for name, value in settings.condor_knobs.items()})
     path = overlay.overlay_config(
-        directory, site=site, adapter="SGE", machine_type=MACHINE_TYPE, ssh=SSH,
-        known_hosts=overlay.pinned_known_hosts(directory), logs=logs, drones=workers,
-        idle_time=settings.idle_time, environment=environment,
+        directory,
+        site=site,
+        adapter="SGE",
+        machine_type=MACHINE_TYPE,
+        ssh=SSH,
+        known_hosts=overlay.pinned_known_hosts(directory),
+        logs=logs,
+        drones=workers,
+        idle_time=settings.idle_time,
+        environment=environment,
     )
     text = path.read_text()
     # the controller counts this run's jobs only (others' would be demand for our drones)
     source = "!CondorQueueDemand {executor: !TardisShellExecutor {}, output_format: long"
     assert text.count(source) == 1, text
-    text = text.replace(source, source + f", constraint: '(IsDaskWorker =?= true) && "
-                                          f"(BenchSite =?= \"{site}\")'")
+    text = text.replace(
+        source, source + f", constraint: '(IsDaskWorker =?= true) && (BenchSite =?= \"{site}\")'"
+    )
     for pattern, value in (
         (r"(!DaskDemandController \{[^}]*?\binterval: )2\b", settings.controller_interval),
         (r"(create_composite_pool\n  interval: )2\b", settings.pool_interval),
@@ -531,8 +622,9 @@ def nth(values: list[float], n: int) -> float | None:
     return ordered[n - 1] if len(ordered) >= n else None
 
 
-def measure(workers: int, settings: Settings, work: Path, reference: bool,
-            keep: bool = False) -> Result:
+def measure(
+    workers: int, settings: Settings, work: Path, reference: bool, keep: bool = False
+) -> Result:
     site = unique_site("benchov")
     directory = work / f"n{workers}-{site}"
     directory.mkdir(parents=True)
@@ -550,8 +642,11 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
     log = ""
     try:
         # the daemon is up and has read the (empty) queue once: production's steady state
-        wait(lambda: "demand" in daemon.log().lower() or not daemon.alive, 60,
-             "the controller's first reading")
+        wait(
+            lambda: "demand" in daemon.log().lower() or not daemon.alive,
+            60,
+            "the controller's first reading",
+        )
         if not daemon.alive:
             raise SystemExit(f"the daemon died:\n{daemon.log()[-3000:]}")
         # a physicist's scale() does not know the controller's or the pool's phase: start
@@ -571,14 +666,14 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
         log = daemon.log()
         daemon.stop()
         if reference:
-            reference_condor = raw_condor_submit_to_running(site, session.shared,
-                                                            settings.poll)
+            reference_condor = raw_condor_submit_to_running(site, session.shared, settings.poll)
     finally:
         if session is not None:
             with contextlib.suppress(OSError):
                 shutil.copy(session.stderr_path, directory / "session.err")
                 (directory / "session.events").write_text(
-                    "".join(json.dumps(e) + "\n" for e in session.seen))
+                    "".join(json.dumps(e) + "\n" for e in session.seen)
+                )
         for step in (watcher.stop, session.kill if session else None, daemon.stop):
             if step is not None:
                 try:
@@ -591,20 +686,25 @@ def measure(workers: int, settings: Settings, work: Path, reference: bool,
         shutil.rmtree(logs, ignore_errors=True)
     result = analyse(workers, events, log, watcher, recorded, reference_condor)
     result.load = watcher.load
-    during = [f"{count} {what}" for count, what in (
-        (watcher.foreign_jobs, "other Grid Engine job(s)"),
-        (watcher.foreign_startds, "drone ad(s) of others in the collector"),
-        (watcher.foreign_condor_jobs, "other overlay job(s)")) if count]
-    result.busy = "; ".join(filter(None, [busy and f"at start: {busy}",
-                                          during and f"during: {', '.join(during)}"]))
+    during = [
+        f"{count} {what}"
+        for count, what in (
+            (watcher.foreign_jobs, "other Grid Engine job(s)"),
+            (watcher.foreign_startds, "drone ad(s) of others in the collector"),
+            (watcher.foreign_condor_jobs, "other overlay job(s)"),
+        )
+        if count
+    ]
+    result.busy = "; ".join(
+        filter(None, [busy and f"at start: {busy}", during and f"during: {', '.join(during)}"])
+    )
     return result
 
 
 #: what the drone's HTCondor logs record, by log file: key, pattern of the line
 DRONE_LOG_LINES = {
     "MasterLog": [("master", r"\(CONDOR_MASTER\) STARTING UP")],
-    "StartLog": [("update", r"Initial update sent to collector"),
-                 ("claimed", r"Request accepted")],
+    "StartLog": [("update", r"Initial update sent to collector"), ("claimed", r"Request accepted")],
     "StarterLog.": [("exec", r"Create_Process succeeded")],
 }
 CONDOR_STAMP = re.compile(r"^(\d\d/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ", re.M)
@@ -679,14 +779,23 @@ def cleanup(site: str) -> None:
         run(["qdel", "-f", *ids])
         print(f"warning: drones {ids} had to be force-deleted", file=sys.stderr)
     with contextlib.suppress(TimeoutError):
-        wait(lambda: not any(u.startswith(site) for u in overlay.drone_startds()), 90,
-             "the drone startds to leave the collector", 1)
+        wait(
+            lambda: not any(u.startswith(site) for u in overlay.drone_startds()),
+            90,
+            "the drone startds to leave the collector",
+            1,
+        )
     overlay.remove_jobs()
 
 
-def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watcher,
-            recorded: dict[str, dict[str, Any]], reference_condor: dict[str, float] | None
-            ) -> Result:
+def analyse(
+    workers: int,
+    events: list[dict[str, Any]],
+    log: str,
+    watcher: Watcher,
+    recorded: dict[str, dict[str, Any]],
+    reference_condor: dict[str, float] | None,
+) -> Result:
     scale = next(e["time"] for e in events if e["event"] == "scale")
     connected = {e["name"]: e["time"] for e in events if e["event"] == "worker"}
     demand = [(log_time(stamp), int(cores)) for stamp, cores in DEMAND.findall(log)]
@@ -706,27 +815,33 @@ def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watch
     for job in queue_order:
         host = seen.job_host.get(job, "")
         uuid = ran_on.get(job) or next(
-            (u for u in submitted if f"@{u}@" in host or host.endswith(f"@{u}")), None)
+            (u for u in submitted if f"@{u}@" in host or host.endswith(f"@{u}")), None
+        )
         if uuid is None:
             continue
         rank = queue_order.index(job) + 1
         counted = [t for t, cores in demand if cores >= rank]
         # in the schedd no later than the controller counted it (the poll may lag)
         queued = min(seen.queued[job], *counted[:1])
-        chains.append({
-            "job": job, "drone": uuid,
-            "queued": queued,
-            "demand": counted[0] if counted else None,
-            "submitted": submitted.get(uuid),
-            # running no later than its pilot started the master (the poll may lag)
-            "running": min(filter(None, (seen.sge_running.get(uuid),
-                                         drone_time("master", uuid))), default=None),
-            "master": drone_time("master", uuid),
-            "startd": drone_time("update", uuid, seen.startd),
-            "matched": drone_time("claimed", uuid) or seen.matched.get(job),
-            "started": drone_time("exec", uuid),
-            "connected": connected.get(seen.job_name.get(job, "")),
-        })
+        chains.append(
+            {
+                "job": job,
+                "drone": uuid,
+                "queued": queued,
+                "demand": counted[0] if counted else None,
+                "submitted": submitted.get(uuid),
+                # running no later than its pilot started the master (the poll may lag)
+                "running": min(
+                    filter(None, (seen.sge_running.get(uuid), drone_time("master", uuid))),
+                    default=None,
+                ),
+                "master": drone_time("master", uuid),
+                "startd": drone_time("update", uuid, seen.startd),
+                "matched": drone_time("claimed", uuid) or seen.matched.get(job),
+                "started": drone_time("exec", uuid),
+                "connected": connected.get(seen.job_name.get(job, "")),
+            }
+        )
 
     first: dict[str, float | None] = {}
     last: dict[str, float | None] = {}
@@ -758,17 +873,39 @@ def analyse(workers: int, events: list[dict[str, Any]], log: str, watcher: Watch
         steps[STEP_LABELS[key]] = median(values)
 
     polled_late = {
-        "startd in the collector": median([seen.startd[c["drone"]] - c["startd"] for c in chains
-                                           if c["drone"] in seen.startd and c["startd"]]),
-        "job matched": median([seen.matched[c["job"]] - c["matched"] for c in chains
-                               if c["job"] in seen.matched and c["matched"]]),
+        "startd in the collector": median(
+            [
+                seen.startd[c["drone"]] - c["startd"]
+                for c in chains
+                if c["drone"] in seen.startd and c["startd"]
+            ]
+        ),
+        "job matched": median(
+            [
+                seen.matched[c["job"]] - c["matched"]
+                for c in chains
+                if c["job"] in seen.matched and c["matched"]
+            ]
+        ),
     }
     return Result(
-        workers=workers, first=first, last=last, steps=steps, detail=polled_late,
+        workers=workers,
+        first=first,
+        last=last,
+        steps=steps,
+        detail=polled_late,
         reference_condor=reference_condor,
-        raw={"scale": scale, "events": events, "demand": demand, "submitted": submitted,
-             "seen": watcher.seen.__dict__, "chains": chains, "recorded": recorded,
-             "polls": watcher.polls, "poll_median": median(watcher.poll_seconds)},
+        raw={
+            "scale": scale,
+            "events": events,
+            "demand": demand,
+            "submitted": submitted,
+            "seen": watcher.seen.__dict__,
+            "chains": chains,
+            "recorded": recorded,
+            "polls": watcher.polls,
+            "poll_median": median(watcher.poll_seconds),
+        },
     )
 
 
@@ -785,8 +922,10 @@ def report(results: list[Result], raw_qsub: list[float], settings: Settings) -> 
     condor_ref = median(condor)
     for workers in sorted({r.workers for r in results}):
         runs = [r for r in results if r.workers == workers]
-        print(f"\nN = {workers}: cluster.scale({workers}) -> {workers} connected worker(s),"
-              f" {len(runs)} run(s); seconds since scale()")
+        print(
+            f"\nN = {workers}: cluster.scale({workers}) -> {workers} connected worker(s),"
+            f" {len(runs)} run(s); seconds since scale()"
+        )
         header = f"  {'stage':40s} {'first':>7s} {'N-th':>7s}"
         if len(runs) > 1:
             header += "   (per run: first / N-th)"
@@ -797,10 +936,13 @@ def report(results: list[Result], raw_qsub: list[float], settings: Settings) -> 
             line = f"  {label:40s} {fmt(first)} {fmt(last)}"
             if len(runs) > 1:
                 line += "   " + " ".join(
-                    f"{fmt(r.first[key], 0) + '/' + fmt(r.last[key], 0):>10s}" for r in runs)
+                    f"{fmt(r.first[key], 0) + '/' + fmt(r.last[key], 0):>10s}" for r in runs
+                )
             print(line + f"   {SOURCES[key]}")
-        print("  steps, median over the job -> drone -> worker chains"
-              + (" and runs" if len(runs) > 1 else ""))
+        print(
+            "  steps, median over the job -> drone -> worker chains"
+            + (" and runs" if len(runs) > 1 else "")
+        )
         for label in runs[0].steps:
             value = median([r.steps[label] for r in runs if r.steps[label] is not None])
             print(f"    {label:50s} {fmt(value)}")
@@ -817,48 +959,68 @@ def report(results: list[Result], raw_qsub: list[float], settings: Settings) -> 
         shown = total_first if workers == 1 else total_last
         if shown is not None:
             verdict = "met" if shown <= goal else "missed"
-            print(f"  goal: {'the first worker' if workers == 1 else f'{workers} workers'}"
-                  f" in <= {goal} s: {verdict} ({shown:.1f} s)")
+            print(
+                f"  goal: {'the first worker' if workers == 1 else f'{workers} workers'}"
+                f" in <= {goal} s: {verdict} ({shown:.1f} s)"
+            )
         if qsub and condor_ref and total_first:
             floor = qsub + condor_ref
-            print(f"  first worker / (raw qsub->running + raw condor_submit->running)"
-                  f" = {total_first:.1f} / {floor:.1f} = {total_first / floor:.1f}x")
+            print(
+                f"  first worker / (raw qsub->running + raw condor_submit->running)"
+                f" = {total_first:.1f} / {floor:.1f} = {total_first / floor:.1f}x"
+            )
         if total_last is not None and workers > 1 and total_first:
             print(f"  N-th / first worker = {total_last / total_first:.2f}")
-        print("  highest 1-min load average per run: "
-              + ", ".join(f"{r.load:.1f}" for r in runs) + f" ({os.cpu_count()} cores)")
+        print(
+            "  highest 1-min load average per run: "
+            + ", ".join(f"{r.load:.1f}" for r in runs)
+            + f" ({os.cpu_count()} cores)"
+        )
         for index, result in enumerate(runs, 1):
             if result.busy:
                 print(f"  run {index} was not alone: {result.busy}")
     print("\nreferences, same run (median)")
-    print(f"  {'raw qsub -> qstat r (trivial job, pilot account)':68s} {fmt(qsub, 5)} s"
-          f"   ({', '.join(f'{v:.1f}' for v in raw_qsub)})")
-    print(f"  {'raw condor_submit -> running on an idle drone (physicist)':68s}"
-          f" {fmt(condor_ref, 5)} s   ({', '.join(f'{v:.1f}' for v in condor)})")
+    print(
+        f"  {'raw qsub -> qstat r (trivial job, pilot account)':68s} {fmt(qsub, 5)} s"
+        f"   ({', '.join(f'{v:.1f}' for v in raw_qsub)})"
+    )
+    print(
+        f"  {'raw condor_submit -> running on an idle drone (physicist)':68s}"
+        f" {fmt(condor_ref, 5)} s   ({', '.join(f'{v:.1f}' for v in condor)})"
+    )
     for key, reference, label in (
         ("running", qsub, "raw qsub -> running"),
         ("matched", condor_ref, "raw condor_submit -> running"),
     ):
-        step = median([r.steps[STEP_LABELS[key]] for r in results
-                       if r.steps[STEP_LABELS[key]] is not None])
+        step = median(
+            [r.steps[STEP_LABELS[key]] for r in results if r.steps[STEP_LABELS[key]] is not None]
+        )
         if reference and step is not None:
             text = f"{STEP_LABELS[key]} / {label}"
             print(f"  {text:68s} {step / reference:5.2f}x")
-    print(f"settings: controller interval {settings.controller_interval:g} s, pool interval"
-          f" {settings.pool_interval:g} s, drone heartbeat {settings.heartbeat:g} s, poll"
-          f" {settings.poll:g} s"
-          + "".join(f", drone {k}={v}" for k, v in settings.condor_knobs.items())
-          + "".join(f", jobqueue.overlay.{k}={v}" for k, v in settings.jobqueue.items())
-          + "".join(f", site {k}={v}" for k, v in settings.site_keys.items())
-          + (", condor_reschedule when a drone joins" if settings.reschedule_on_join else ""))
-    print(f"pool: {central_manager_settings()}; Grid Engine schedule_interval"
-          f" {sge_schedule_interval()}")
+    print(
+        f"settings: controller interval {settings.controller_interval:g} s, pool interval"
+        f" {settings.pool_interval:g} s, drone heartbeat {settings.heartbeat:g} s, poll"
+        f" {settings.poll:g} s"
+        + "".join(f", drone {k}={v}" for k, v in settings.condor_knobs.items())
+        + "".join(f", jobqueue.overlay.{k}={v}" for k, v in settings.jobqueue.items())
+        + "".join(f", site {k}={v}" for k, v in settings.site_keys.items())
+        + (", condor_reschedule when a drone joins" if settings.reschedule_on_join else "")
+    )
+    print(
+        f"pool: {central_manager_settings()}; Grid Engine schedule_interval"
+        f" {sge_schedule_interval()}"
+    )
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
 
 
 def central_manager_settings() -> str:
-    names = ["NEGOTIATOR_INTERVAL", "NEGOTIATOR_CYCLE_DELAY", "SCHEDD_INTERVAL",
-             "NEGOTIATOR_MIN_INTERVAL"]
+    names = [
+        "NEGOTIATOR_INTERVAL",
+        "NEGOTIATOR_CYCLE_DELAY",
+        "SCHEDD_INTERVAL",
+        "NEGOTIATOR_MIN_INTERVAL",
+    ]
     out = run(["condor_config_val", *names]).stdout.split()
     return ", ".join(f"{n} {v}" for n, v in zip(names, out, strict=False))
 
@@ -876,55 +1038,106 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[3:]),
     )
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8],
-                        help="N of each measurement (drones of one core; default: 1 8)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="N of each measurement (drones of one core; default: 1 8)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs per N (default 1)")
-    parser.add_argument("--controller-interval", type=float, default=2,
-                        help="!DaskDemandController interval (s; default 2)")
-    parser.add_argument("--pool-interval", type=float, default=2,
-                        help="the pool factory's interval (s; default 2)")
-    parser.add_argument("--heartbeat", type=float, default=2,
-                        help="TARDIS drone_heartbeat_interval (s; default 2)")
-    parser.add_argument("--idle-time", type=float, default=60,
-                        help="controller idle_time (s): idle drones stay for the reference")
-    parser.add_argument("--poll", type=float, default=0.2,
-                        help="poll interval of qstat / condor_status / condor_q (s)")
-    parser.add_argument("--reference-runs", type=int, default=3,
-                        help="raw qsub -> running measurements (default 3)")
-    parser.add_argument("--condor-knob", action="append", default=[], metavar="NAME=VALUE",
-                        help="an HTCondor setting for the drones' daemons, passed to the"
-                             " pilot as _CONDOR_NAME (repeatable; for trying startd settings)")
-    parser.add_argument("--site-key", action="append", default=[], metavar="KEY=VALUE",
-                        help="a key of the site's section, e.g. bulk_delay=0.1 (repeatable)")
-    parser.add_argument("--jobqueue", action="append", default=[], metavar="KEY=VALUE",
-                        help="a jobqueue.overlay setting of the physicist's session, e.g."
-                             " death-timeout=30 (repeatable; as DASK_JOBQUEUE__OVERLAY__KEY)")
-    parser.add_argument("--idle-wait", type=float, default=300,
-                        help="seconds to wait for idle Grid Engine and SLURM before each"
-                             " measurement (then it measures anyway and says so)")
-    parser.add_argument("--reschedule-on-join", action="store_true",
-                        help="run condor_reschedule when a drone's startd shows up in the"
-                             " collector (a negotiation cycle at once instead of at the next"
-                             " NEGOTIATOR_INTERVAL; what the daemon could do)")
+    parser.add_argument(
+        "--controller-interval",
+        type=float,
+        default=2,
+        help="!DaskDemandController interval (s; default 2)",
+    )
+    parser.add_argument(
+        "--pool-interval", type=float, default=2, help="the pool factory's interval (s; default 2)"
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, default=2, help="TARDIS drone_heartbeat_interval (s; default 2)"
+    )
+    parser.add_argument(
+        "--idle-time",
+        type=float,
+        default=60,
+        help="controller idle_time (s): idle drones stay for the reference",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0.2,
+        help="poll interval of qstat / condor_status / condor_q (s)",
+    )
+    parser.add_argument(
+        "--reference-runs", type=int, default=3, help="raw qsub -> running measurements (default 3)"
+    )
+    parser.add_argument(
+        "--condor-knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an HTCondor setting for the drones' daemons, passed to the"
+        " pilot as _CONDOR_NAME (repeatable; for trying startd settings)",
+    )
+    parser.add_argument(
+        "--site-key",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a key of the site's section, e.g. bulk_delay=0.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--jobqueue",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a jobqueue.overlay setting of the physicist's session, e.g."
+        " death-timeout=30 (repeatable; as DASK_JOBQUEUE__OVERLAY__KEY)",
+    )
+    parser.add_argument(
+        "--idle-wait",
+        type=float,
+        default=300,
+        help="seconds to wait for idle Grid Engine and SLURM before each"
+        " measurement (then it measures anyway and says so)",
+    )
+    parser.add_argument(
+        "--reschedule-on-join",
+        action="store_true",
+        help="run condor_reschedule when a drone's startd shows up in the"
+        " collector (a negotiation cycle at once instead of at the next"
+        " NEGOTIATOR_INTERVAL; what the daemon could do)",
+    )
     parser.add_argument("--json", type=Path, help="write every timestamp to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     knobs: dict[str, str] = {}
     jobqueue: dict[str, str] = {}
     site_keys: dict[str, str] = {}
-    for option, items, into in (("--condor-knob", args.condor_knob, knobs),
-                                ("--jobqueue", args.jobqueue, jobqueue),
-                                ("--site-key", args.site_key, site_keys)):
+    for option, items, into in (
+        ("--condor-knob", args.condor_knob, knobs),
+        ("--jobqueue", args.jobqueue, jobqueue),
+        ("--site-key", args.site_key, site_keys),
+    ):
         for item in items:
             name, sep, value = item.partition("=")
             if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
                 parser.error(f"{option} {item!r} is not NAME=VALUE")
             into[name] = value
     settings = Settings(
-        controller_interval=args.controller_interval, pool_interval=args.pool_interval,
-        heartbeat=args.heartbeat, idle_time=args.idle_time, poll=args.poll, condor_knobs=knobs,
-        idle_wait=args.idle_wait, reschedule_on_join=args.reschedule_on_join,
-        jobqueue=jobqueue, site_keys=site_keys)
+        controller_interval=args.controller_interval,
+        pool_interval=args.pool_interval,
+        heartbeat=args.heartbeat,
+        idle_time=args.idle_time,
+        poll=args.poll,
+        condor_knobs=knobs,
+        idle_wait=args.idle_wait,
+        reschedule_on_join=args.reschedule_on_join,
+        jobqueue=jobqueue,
+        site_keys=site_keys,
+    )
 
     def terminated(signum: int, _frame: Any) -> None:
         raise SystemExit(f"stopped by signal {signum}; cleaning up")
@@ -948,8 +1161,9 @@ def main() -> None:
                 for workers in args.workers:
                     print(f"run {run_index + 1}/{args.runs}: N = {workers} ...", flush=True)
                     try:
-                        results.append(measure(workers, settings, work, reference=True,
-                                               keep=args.keep))
+                        results.append(
+                            measure(workers, settings, work, reference=True, keep=args.keep)
+                        )
                     except (AssertionError, TimeoutError) as err:
                         first_line = str(err).splitlines()[0]
                         failures.append(f"run {run_index + 1}, N = {workers}: {first_line}")
@@ -962,9 +1176,13 @@ def main() -> None:
     for failure in failures:
         print(f"FAILED {failure}")
     if args.json:
-        args.json.write_text(json.dumps(
-            {"raw_qsub": raw_qsub, "results": [r.__dict__ for r in results]}, indent=1,
-            default=str))
+        args.json.write_text(
+            json.dumps(
+                {"raw_qsub": raw_qsub, "results": [r.__dict__ for r in results]},
+                indent=1,
+                default=str,
+            )
+        )
     if args.keep:
         print(f"work directory: {work}")
     else:

@@ -185,18 +185,14 @@ def parser() -> argparse.ArgumentParser:
         "init", help="probe a Grid Engine or SLURM site and write a configuration for it"
     )
     init.add_argument("output", help="the configuration file to write (never overwritten)")
-    init.add_argument(
-        "--batch-system", choices=("sge", "slurm"), help="default: whichever answers"
-    )
+    init.add_argument("--batch-system", choices=("sge", "slurm"), help="default: whichever answers")
     init.add_argument(
         "--overlay", choices=("dask", "htcondor"), default="dask", help="the pilot's mode"
     )
     init.add_argument("--site", help="the site's name (default: gridengine or slurm)")
     init.add_argument("--ssh", metavar="USER@HOST", help="probe (and later submit) over SSH")
     init.add_argument("--ssh-port", type=int, help="the SSH port (default 22)")
-    init.add_argument(
-        "--ssh-key", action="append", metavar="FILE", help="private key (repeatable)"
-    )
+    init.add_argument("--ssh-key", action="append", metavar="FILE", help="private key (repeatable)")
     init.add_argument("--known-hosts", metavar="FILE", help="pinned host keys")
     init.add_argument(
         "--record", metavar="FILE", help="also write every command's answer (JSON), for a report"

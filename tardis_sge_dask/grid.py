@@ -59,11 +59,21 @@ def _run(argv: list[str], timeout: float) -> bytes:
     return done.stdout
 
 
-def copy(source: str, destination: str, *, overwrite: bool = False,
-         timeout: float = DEFAULT_TIMEOUT) -> None:
+def copy(
+    source: str, destination: str, *, overwrite: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> None:
     """``gfal-copy SOURCE DESTINATION``: any two URLs gfal2 has a plugin for."""
-    _run(["gfal-copy", *(["--force"] if overwrite else []), "--timeout", str(int(timeout)),
-          source, destination], timeout + 30)
+    _run(
+        [
+            "gfal-copy",
+            *(["--force"] if overwrite else []),
+            "--timeout",
+            str(int(timeout)),
+            source,
+            destination,
+        ],
+        timeout + 30,
+    )
 
 
 def read_bytes(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
@@ -71,8 +81,9 @@ def read_bytes(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     return _run(["gfal-cat", url], timeout)
 
 
-def write_bytes(url: str, data: bytes, *, overwrite: bool = True,
-                timeout: float = DEFAULT_TIMEOUT) -> None:
+def write_bytes(
+    url: str, data: bytes, *, overwrite: bool = True, timeout: float = DEFAULT_TIMEOUT
+) -> None:
     """Store ``data`` at ``url``: written to the task's scratch ($TMPDIR), then copied."""
     with tempfile.TemporaryDirectory(prefix="grid-") as directory:
         local = Path(directory) / "upload"

@@ -45,6 +45,7 @@ from .startup import refuse_site_config_error, validate_daemon_configuration
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.poolfactory")
 
+
 def site_adapter_class(name: str) -> type:
     """The class behind ``adapter: <name>`` of a site."""
     if name in SITE_ADAPTERS:

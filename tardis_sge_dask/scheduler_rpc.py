@@ -41,6 +41,7 @@ async def scheduler_state(
 ) -> dict[str, Any]:
     """One consistent-enough view: wanted workers, connected workers and their load."""
     async with scheduler_rpc(address, security, timeout) as remote:
+
         async def calls() -> tuple:
             target = await remote.adaptive_target(target_duration=target_duration)
             identity = await remote.identity()

@@ -58,9 +58,19 @@ def sshd() -> dict:
     """The test sshd on 127.0.0.1:2222 (services/sshd-up.sh) and a client key for it."""
     key = SSHD_DIR / "id_ed25519"
     if not key.exists() or not _command_works(
-        "ssh", "-p", "2222", "-i", str(key), "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "tardis@127.0.0.1", "true",
+        "ssh",
+        "-p",
+        "2222",
+        "-i",
+        str(key),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "tardis@127.0.0.1",
+        "true",
     ):
         service_missing("the test sshd on 127.0.0.1:2222 is not reachable")
     return {"host": "127.0.0.1", "port": 2222, "username": "tardis", "client_keys": [str(key)]}

@@ -91,13 +91,17 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
             logger.info(
                 "drone %s: its startd is missing from the collector for %.0f s; keeping its"
                 " last status %s for up to %.0f s (collector outage or restart?)",
-                drone_uuid, missing, last_status.name, self.missing_grace,
+                drone_uuid,
+                missing,
+                last_status.name,
+                self.missing_grace,
             )
             return last_status
         del self._last_seen[drone_uuid]
         logger.warning(
             "drone %s: its startd has been missing from the collector for %.0f s: NotAvailable",
-            drone_uuid, missing,
+            drone_uuid,
+            missing,
         )
         return status
 
@@ -119,8 +123,9 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
             await super().drain_machine(drone_uuid)
         except ValueError as err:
             # TARDIS checks again: a drone still Available in DrainingState is drained anew
-            logger.warning("drone %s: not drained yet, unusable collector answer (%s)",
-                           drone_uuid, err)
+            logger.warning(
+                "drone %s: not drained yet, unusable collector answer (%s)", drone_uuid, err
+            )
 
     async def _require_collector(self, drone_uuid: str) -> None:
         """Return once the collector answers; until then this drone's status waits."""
@@ -134,7 +139,9 @@ class HTCondorOverlayAdapter(HTCondorAdapter):
                 logger.warning(
                     "drone %s: the overlay collector does not answer (%s); its status is"
                     " checked again in %.0f s",
-                    drone_uuid, " ".join(str(err.stderr or err).split())[:200], PROBE_RETRY,
+                    drone_uuid,
+                    " ".join(str(err.stderr or err).split())[:200],
+                    PROBE_RETRY,
                 )
                 await asyncio.sleep(PROBE_RETRY)
             else:

@@ -60,8 +60,7 @@ class PipelineCheck:
         ):
             report(
                 f"pipeline[{len(pipeline) - 1}].__type__",
-                "TARDIS's own pool factory does not know adapter:"
-                f" {'/'.join(SITE_ADAPTERS)}",
+                f"TARDIS's own pool factory does not know adapter: {'/'.join(SITE_ADAPTERS)}",
                 f"use __type__: {POOL_FACTORY}",
             )
 

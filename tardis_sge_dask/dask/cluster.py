@@ -183,8 +183,9 @@ class OverlayCluster(HTCondorCluster):
         clear_openssl_errors_before_tls_io()
         contact_address = contact_address or _config("contact-address")
         if contact_address:
-            options = dict(kwargs.pop("scheduler_options", None)
-                           or _config("scheduler-options") or {})
+            options = dict(
+                kwargs.pop("scheduler_options", None) or _config("scheduler-options") or {}
+            )
             options.setdefault("contact_address", contact_address)
             if "port" not in options:
                 port = contact_address.rsplit(":", 1)[-1]
@@ -199,6 +200,6 @@ def submit_file_arguments(job_script: str) -> list[str]:
     """The worker command line of a rendered job script (for checks and tests)."""
     for line in job_script.splitlines():
         if line.startswith("Arguments = "):
-            quoted = line[len("Arguments = "):].strip().strip('"')
+            quoted = line[len("Arguments = ") :].strip().strip('"')
             return shlex.split(quoted.replace("''", "'"))
     return []

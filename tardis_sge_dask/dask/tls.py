@@ -62,8 +62,9 @@ def clear_openssl_errors_before_tls_io() -> bool:
         original = getattr(ssl.SSLSocket, name)
 
         @functools.wraps(original)
-        def cleared(self: ssl.SSLSocket, *args: Any, _original: Any = original,
-                    **kwargs: Any) -> Any:
+        def cleared(
+            self: ssl.SSLSocket, *args: Any, _original: Any = original, **kwargs: Any
+        ) -> Any:
             clear()
             return _original(self, *args, **kwargs)
 

@@ -286,8 +286,9 @@ class DaskDemandController(Controller):
             logger.warning("waiting jobs that fit no machine type (not counted): %s", shapes)
         self._last_unfit = unfit
         decisions = tuple(routing.decisions)
-        if decisions != self._last_decisions and (len(decisions) > 1 or routing.waiting
-                                                   or self._several_sites(routing)):
+        if decisions != self._last_decisions and (
+            len(decisions) > 1 or routing.waiting or self._several_sites(routing)
+        ):
             for decision in decisions:
                 logger.info("routing: %s", decision)
         self._last_decisions = decisions

@@ -96,9 +96,7 @@ def route(
     """Place the waiting jobs on the census's sites, in the order of preference."""
     result = Routing()
     sites = [site.name for site in census.sites]
-    machines_at = {
-        site: [slot.shape for slot in census.slots_of(site)] for site in sites
-    }
+    machines_at = {site: [slot.shape for slot in census.slots_of(site)] for site in sites}
     for slot in census.slots:
         result.needed[slot.key] = 0
     pinned: dict[str, Counter[JobShape]] = {site: Counter() for site in sites}
@@ -132,9 +130,10 @@ def route(
                 f"{census.quota(site):g} cores is full ({_describe(left_pinned)})"
             )
         limit, reason = room, f"quota of {census.quota(site):g} cores full"
-        stuck = spill_after is not None and max(
-            (slot.oldest_starting for slot in slots), default=0.0
-        ) > spill_after
+        stuck = (
+            spill_after is not None
+            and max((slot.oldest_starting for slot in slots), default=0.0) > spill_after
+        )
         if stuck:
             absorbing = sum((s.idle + s.starting + s.joining) * s.shape.cores for s in slots)
             limit = max(packing.cores(machines), min(room, absorbing))
@@ -154,9 +153,7 @@ def route(
         if spilled:
             following = sites[index + 1] if index + 1 < len(sites) else None
             where = f"spill to {following}" if following else "wait: no site left"
-            result.decisions.append(
-                f"{_count(spilled)} job(s) {where}: {site} {reason}"
-            )
+            result.decisions.append(f"{_count(spilled)} job(s) {where}: {site} {reason}")
     for job, n in free.items():
         if not any(m.holds(job) for machines in machines_at.values() for m in machines):
             result.unfit[job] += n

@@ -14,8 +14,11 @@ def site_tasks(dask_scheduler=None, prefix="site:"):
     found = {}
 
     def sites_of(task):
-        return [name[len(prefix):] for name in (task.resource_restrictions or {})
-                if isinstance(name, str) and name.startswith(prefix)]
+        return [
+            name[len(prefix) :]
+            for name in (task.resource_restrictions or {})
+            if isinstance(name, str) and name.startswith(prefix)
+        ]
 
     for task in list(dask_scheduler.unrunnable):
         for site in sites_of(task):

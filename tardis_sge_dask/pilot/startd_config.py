@@ -193,10 +193,17 @@ def render_startd_config(settings: StartdSettings) -> str:
         "# htcdaskgateway's worker jobs ask for machines with requirements = (isDaskNode == True)",
         "IsDaskNode = True",
     ]
-    attrs = ["TardisDroneUuid", "TardisDroneCores", "TardisDroneMemory", "TardisDroneDisk",
-             "IsDaskNode"]
-    for attribute, value in (("TardisDroneSite", s.site),
-                             ("TardisDroneMachineType", s.machine_type)):
+    attrs = [
+        "TardisDroneUuid",
+        "TardisDroneCores",
+        "TardisDroneMemory",
+        "TardisDroneDisk",
+        "IsDaskNode",
+    ]
+    for attribute, value in (
+        ("TardisDroneSite", s.site),
+        ("TardisDroneMachineType", s.machine_type),
+    ):
         if value:
             # jobs pinned to a site match on it; status and the admin read both
             lines.append(f'{attribute} = "{value}"')
@@ -243,8 +250,11 @@ def render_startd_config(settings: StartdSettings) -> str:
     # job's gfal2/XRootD client must find the drone's proxy and trust directory.
     job_environment = [
         f"{name}={value}"
-        for name, value in (("PATH", s.job_path), ("X509_USER_PROXY", s.x509_user_proxy),
-                            ("X509_CERT_DIR", s.x509_cert_dir))
+        for name, value in (
+            ("PATH", s.job_path),
+            ("X509_USER_PROXY", s.x509_user_proxy),
+            ("X509_CERT_DIR", s.x509_cert_dir),
+        )
         if value
     ]
     if job_environment:
@@ -288,7 +298,10 @@ def image_config_files(base_config: str) -> tuple[str, ...]:
     environ["CONDOR_CONFIG"] = base_config
     try:
         answer = subprocess.run(
-            ["condor_config_val", "-config"], env=environ, capture_output=True, text=True,
+            ["condor_config_val", "-config"],
+            env=environ,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
     except (OSError, subprocess.SubprocessError) as err:

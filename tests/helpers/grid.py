@@ -31,16 +31,23 @@ def url(path: str) -> str:
     return f"{ENDPOINT}//data/{path.lstrip('/')}"
 
 
-def make_proxy(path: Path, owner: str | None = None, *, user: str = "pilot",
-               hours: int = 12, past: str | None = None) -> Path:
+def make_proxy(
+    path: Path,
+    owner: str | None = None,
+    *,
+    user: str = "pilot",
+    hours: int = 12,
+    past: str | None = None,
+) -> Path:
     """An RFC 3820 proxy of the test user ``user`` (pilot or stranger) at ``path``.
 
     ``past`` ("H:MM") starts its validity that long ago: ``hours=1, past="2:00"`` is an
     expired proxy, ``hours=1, past="0:50"`` one with about ten minutes left.
     """
     credentials = STATE / "users" / user
-    return _fake_proxy(path, owner, credentials / "usercert.pem", credentials / "userkey.pem",
-                       hours, past)
+    return _fake_proxy(
+        path, owner, credentials / "usercert.pem", credentials / "userkey.pem", hours, past
+    )
 
 
 def untrusted_proxy(directory: Path, owner: str | None = None) -> Path:
@@ -51,26 +58,81 @@ def untrusted_proxy(directory: Path, owner: str | None = None) -> Path:
     def openssl(*argv: str) -> None:
         subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=work)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-            "-subj", f"{subject}/CN=tardis-sge-dask Test CA", "-keyout", "ca.key",
-            "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:true")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"{subject}/CN=Drone Pilot",
-            "-keyout", "userkey.pem", "-out", "user.csr")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        f"{subject}/CN=tardis-sge-dask Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:true",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"{subject}/CN=Drone Pilot",
+        "-keyout",
+        "userkey.pem",
+        "-out",
+        "user.csr",
+    )
     # a v3 certificate, like a real user's: voms-proxy-fake refuses to extend a v1 one
-    (work / "user.ext").write_text("basicConstraints=critical,CA:false\n"
-                                   "keyUsage=critical,digitalSignature,keyEncipherment\n")
-    openssl("x509", "-req", "-days", "30", "-in", "user.csr", "-CA", "ca.pem",
-            "-CAkey", "ca.key", "-set_serial", "11", "-extfile", "user.ext",
-            "-out", "usercert.pem")
+    (work / "user.ext").write_text(
+        "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-days",
+        "30",
+        "-in",
+        "user.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "11",
+        "-extfile",
+        "user.ext",
+        "-out",
+        "usercert.pem",
+    )
     (work / "userkey.pem").chmod(0o400)
-    return _fake_proxy(directory / "untrusted.proxy", owner, work / "usercert.pem",
-                       work / "userkey.pem", 12, None)
+    return _fake_proxy(
+        directory / "untrusted.proxy", owner, work / "usercert.pem", work / "userkey.pem", 12, None
+    )
 
 
-def _fake_proxy(path: Path, owner: str | None, cert: Path, key: Path, hours: int,
-                past: str | None) -> Path:
-    argv = ["voms-proxy-fake", "-q", "-rfc", "-hours", str(hours), "-cert", str(cert),
-            "-key", str(key), "-certdir", str(CERT_DIR), "-out", str(path)]
+def _fake_proxy(
+    path: Path, owner: str | None, cert: Path, key: Path, hours: int, past: str | None
+) -> Path:
+    argv = [
+        "voms-proxy-fake",
+        "-q",
+        "-rfc",
+        "-hours",
+        str(hours),
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        "-certdir",
+        str(CERT_DIR),
+        "-out",
+        str(path),
+    ]
     if past:
         argv += ["-pastproxy", past]
     made = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -88,16 +150,25 @@ def client_environment(proxy: Path) -> dict[str, str]:
 
 def read(path: str, proxy: Path) -> bytes:
     """The file at /data/PATH as a user reads it with xrdcp and the proxy (on the host)."""
-    done = subprocess.run(["xrdcp", "--silent", "--force", url(path), "-"],
-                          capture_output=True, env=client_environment(proxy), timeout=60)
+    done = subprocess.run(
+        ["xrdcp", "--silent", "--force", url(path), "-"],
+        capture_output=True,
+        env=client_environment(proxy),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return done.stdout
 
 
 def write(path: str, data: bytes, proxy: Path) -> None:
     """Put a file at /data/PATH through the server (xrdcp from stdin, on the host)."""
-    done = subprocess.run(["xrdcp", "--silent", "--force", "-", url(path)], input=data,
-                          capture_output=True, env=client_environment(proxy), timeout=60)
+    done = subprocess.run(
+        ["xrdcp", "--silent", "--force", "-", url(path)],
+        input=data,
+        capture_output=True,
+        env=client_environment(proxy),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
@@ -109,8 +180,12 @@ def server_answers(scratch: Path) -> bool:
         return False
     proxy = make_proxy(scratch / "probe.proxy")
     try:
-        done = subprocess.run(["xrdfs", ENDPOINT, "stat", "/data"], capture_output=True,
-                              env=client_environment(proxy), timeout=30)
+        done = subprocess.run(
+            ["xrdfs", ENDPOINT, "stat", "/data"],
+            capture_output=True,
+            env=client_environment(proxy),
+            timeout=30,
+        )
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0

@@ -66,8 +66,16 @@ def remove_jobs(owner: str = SUBMIT_USER) -> None:
 
 def drone_startds() -> dict[str, dict[str, str]]:
     """Drone uuid -> its partitionable slot's state, as the collector has it."""
-    out = condor("condor_status", "-constraint", "TardisDroneUuid =!= undefined",
-                 "-af", "TardisDroneUuid", "Name", "State", "Activity")
+    out = condor(
+        "condor_status",
+        "-constraint",
+        "TardisDroneUuid =!= undefined",
+        "-af",
+        "TardisDroneUuid",
+        "Name",
+        "State",
+        "Activity",
+    )
     found = {}
     for line in out.splitlines():
         uuid, name, state, activity = line.split()
@@ -79,8 +87,9 @@ def account_processes(user: str, *names: str, drone_prefix: str = "") -> list[st
     """Processes of ``user`` whose command is one of ``names`` (stray drone parts); with
     ``drone_prefix``, only those of drones whose uuid starts with it (their environment
     carries ``TardisDroneUuid``), so other runs' drones do not count."""
-    out = subprocess.run(["ps", "-u", user, "-o", "pid=,comm="], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["ps", "-u", user, "-o", "pid=,comm="], capture_output=True, text=True
+    ).stdout
     found = []
     for line in out.splitlines():
         pid, _, command = line.strip().partition(" ")
@@ -177,19 +186,28 @@ def overlay_config(
         {**ssh, "known_hosts": str(known_hosts)}, default_flow_style=True
     ).strip()
     # the site is reached over SSH as the pilot account; condor tools run as root here
-    text = text.replace(f"  {site}:\n    executor: !TardisShellExecutor {{}}",
-                        f"  {site}:\n    executor: !TardisSSHExecutor {executor}")
+    text = text.replace(
+        f"  {site}:\n    executor: !TardisShellExecutor {{}}",
+        f"  {site}:\n    executor: !TardisSSHExecutor {executor}",
+    )
     text = text.replace(
         "  BatchSystem:\n", "  BatchSystem:\n    executor: !TardisShellExecutor {}\n"
     )
-    controller = {"interval": 2, "idle_time": idle_time, "maximum": drones,
-                  "machine_types": {"onecore": {"Cores": 1, "Memory": 2, "GPUs": 0}}}
+    controller = {
+        "interval": 2,
+        "idle_time": idle_time,
+        "maximum": drones,
+        "machine_types": {"onecore": {"Cores": 1, "Memory": 2, "GPUs": 0}},
+    }
     source = "!CondorQueueDemand {executor: !TardisShellExecutor {}, output_format: long}"
     text = text.replace(
-        text[text.index("- !StaticDemand {"):text.index("}", text.index("- !StaticDemand {")) + 1],
+        text[
+            text.index("- !StaticDemand {") : text.index("}", text.index("- !StaticDemand {")) + 1
+        ],
         "- !DaskDemandController "
         + yaml.safe_dump({**controller, "source": "__SOURCE__"}, default_flow_style=True)
-        .strip().replace("__SOURCE__", source),
+        .strip()
+        .replace("__SOURCE__", source),
     )
     assert "!TardisSSHExecutor" in text and "!CondorQueueDemand" in text, text
     path.write_text(text)
@@ -206,20 +224,36 @@ def pinned_known_hosts(directory: Path) -> Path:
 class PhysicistSession:
     """tests/integration/data/overlay_client.py run as the physicist account."""
 
-    def __init__(self, workers: int, wait: float = 600, site: str | None = None,
-                 pin_site: str | None = None):
+    def __init__(
+        self, workers: int, wait: float = 600, site: str | None = None, pin_site: str | None = None
+    ):
         self.shared = owned_directory("tsd-physicist-", SUBMIT_USER)
         let_accounts_run(sys.executable)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self.stderr_path = Path(tempfile.mkstemp(prefix="tsd-physicist-", suffix=".err")[1])
         self.process = subprocess.Popen(
-            ["runuser", "-u", SUBMIT_USER, "--", sys.executable, str(CLIENT),
-             "--workers", str(workers), "--shared-temp-directory", str(self.shared),
-             "--wait", str(wait), *(["--site", site] if site else []),
-             *(["--pin-site", pin_site] if pin_site else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "w"),
-            text=True, cwd=self.shared,
+            [
+                "runuser",
+                "-u",
+                SUBMIT_USER,
+                "--",
+                sys.executable,
+                str(CLIENT),
+                "--workers",
+                str(workers),
+                "--shared-temp-directory",
+                str(self.shared),
+                "--wait",
+                str(wait),
+                *(["--site", site] if site else []),
+                *(["--pin-site", pin_site] if pin_site else []),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.stderr_path, "w"),
+            text=True,
+            cwd=self.shared,
             env={"PATH": os.environ["PATH"], "HOME": str(self.shared), "LANG": "C.UTF-8"},
         )
         threading.Thread(target=self._read, daemon=True).start()

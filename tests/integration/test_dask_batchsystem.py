@@ -96,8 +96,5 @@ async def test_direct_mode_source_sees_queued_work_and_survives_a_dead_scheduler
                 assert len(await client.gather(futures)) == 40
         address = scheduler.address
 
-
-
-
     with pytest.raises(DemandSourceError, match="unreachable"):
         await DaskSchedulerDemand(address, timeout=2).poll()

@@ -47,20 +47,23 @@ async def test_tasks_kept_to_a_site_are_demand_at_that_site():
                 for i in range(3)
             ]
             # no worker offers site:hummel: the three wait, each a 1-core slot at hummel
-            snapshot = await poll_until(source, lambda s: s.waiting[HUMMEL] == 3,
-                                        "three slots at hummel")
+            snapshot = await poll_until(
+                source, lambda s: s.waiting[HUMMEL] == 3, "three slots at hummel"
+            )
             assert all(shape.site == "hummel" for shape in snapshot.waiting)
             # a PHYSnet drone's worker does not take them, and they stay hummel's demand
-            async with Worker(scheduler.address, nthreads=1, name="physnet-1",
-                              resources={"site:PHYSnet": 1}):
+            async with Worker(
+                scheduler.address, nthreads=1, name="physnet-1", resources={"site:PHYSnet": 1}
+            ):
                 await asyncio.sleep(0.5)
                 assert (await source.poll()).waiting[HUMMEL] == 3
                 # a hummel drone's 1-thread worker takes one at a time: two still wait there
-                async with Worker(scheduler.address, nthreads=1, name="hummel-1",
-                                  resources={"site:hummel": 1}):
-                    await poll_until(source, lambda s: s.waiting[HUMMEL] == 2,
-                                     "two slots at hummel")
+                async with Worker(
+                    scheduler.address, nthreads=1, name="hummel-1", resources={"site:hummel": 1}
+                ):
+                    await poll_until(
+                        source, lambda s: s.waiting[HUMMEL] == 2, "two slots at hummel"
+                    )
                     await release.set()
                     assert await client.gather(pinned) == [0, 1, 2]
-                    await poll_until(source, lambda s: not s.waiting[HUMMEL],
-                                     "no demand at hummel")
+                    await poll_until(source, lambda s: not s.waiting[HUMMEL], "no demand at hummel")

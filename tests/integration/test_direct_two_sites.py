@@ -40,8 +40,9 @@ def two_site_config(tmp_path: Path, preferred: str, other: str, address: str) ->
     document = configfile.load(config)
     tardis = document["tardis"]
     tardis["Sites"][0]["quota"] = 1
-    tardis["Sites"].append({**tardis["Sites"][0], "name": other, "adapter": SLURM.adapter,
-                            "quota": 2})
+    tardis["Sites"].append(
+        {**tardis["Sites"][0], "name": other, "adapter": SLURM.adapter, "quota": 2}
+    )
     section = copy.deepcopy(tardis[preferred])
     machine = section["MachineTypeConfiguration"]["onecore"]
     plain = {k: v for k, v in machine.items() if k in ("StartupCommand", "LogDirectory")}
@@ -73,8 +74,10 @@ def test_a_computation_over_both_sites_with_tasks_pinned_to_one(sge, slurm, tmp_
 
         with Client(address, set_as_default=False) as client:
             anywhere = client.map(run_task, range(12), pure=False)
-            kept = [client.submit(run_task, 100 + i, resources={f"site:{pinned}": 1},
-                                  pure=False) for i in range(4)]
+            kept = [
+                client.submit(run_task, 100 + i, resources={f"site:{pinned}": 1}, pure=False)
+                for i in range(4)
+            ]
             everything = anywhere + kept
             seen_sge: set[str] = set()
             seen_slurm: set[str] = set()
@@ -99,8 +102,12 @@ def test_a_computation_over_both_sites_with_tasks_pinned_to_one(sge, slurm, tmp_
             # the user is done: with the results gone the scheduler wants no workers
             everything.clear()
             del anywhere, kept
-            wait_until(lambda: not qstat.jobs(preferred) and not squeue.alive(pinned),
-                       IDLE_TIME + 240, "the drones of both sites to leave", daemon)
+            wait_until(
+                lambda: not qstat.jobs(preferred) and not squeue.alive(pinned),
+                IDLE_TIME + 240,
+                "the drones of both sites to leave",
+                daemon,
+            )
             assert not [n for n in worker_names(client) if n.startswith((preferred, pinned))]
         assert daemon.alive, daemon.log()[-4000:]
         assert "Traceback" not in daemon.log(), daemon.log()[-4000:]

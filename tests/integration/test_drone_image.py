@@ -53,10 +53,12 @@ LEAVE_WITHIN = 90
 STANDIN_MESSAGE = "tardis-sge-dask test stand-in"
 
 
-
 def build_script_value(name: str) -> str:
-    match = re.search(rf'^{name}=("?)([^"\n]*)\1$', (ROOT / "containers/test-image/build.sh")
-                      .read_text(), re.MULTILINE)
+    match = re.search(
+        rf'^{name}=("?)([^"\n]*)\1$',
+        (ROOT / "containers/test-image/build.sh").read_text(),
+        re.MULTILINE,
+    )
     assert match, name
     return match.group(2)
 
@@ -82,8 +84,13 @@ def user_environment(account: pwd.struct_passwd, image: DroneImage, **extra: str
     }
 
 
-def as_user(account: pwd.struct_passwd, image: DroneImage, argv: Sequence[str],
-            env: dict | None = None, **popen) -> subprocess.Popen:
+def as_user(
+    account: pwd.struct_passwd,
+    image: DroneImage,
+    argv: Sequence[str],
+    env: dict | None = None,
+    **popen,
+) -> subprocess.Popen:
     """Start ``argv`` as the unprivileged account (no `su`: signals go to argv itself).
 
     With every signal at its default, as after a login: a test runner may have inherited
@@ -100,11 +107,22 @@ def as_user(account: pwd.struct_passwd, image: DroneImage, argv: Sequence[str],
     )
 
 
-def run_in_image(account, image: DroneImage, *args: str, env: dict | None = None,
-                 ) -> subprocess.CompletedProcess:
+def run_in_image(
+    account,
+    image: DroneImage,
+    *args: str,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """``apptainer exec ARGS`` as the account; ARGS hold the options, the image and a command."""
-    proc = as_user(account, image, ["apptainer", "exec", *args], env=env,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = as_user(
+        account,
+        image,
+        ["apptainer", "exec", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = proc.communicate(timeout=RUN_WITHIN)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -132,10 +150,21 @@ def test_the_dask_python_is_the_clients_minor_with_the_pinned_dask(drone_image, 
         "print(json.dumps({'minor': list(sys.version_info[:2]), 'prefix': sys.prefix,"
         " 'dask': dask.__version__, 'distributed': distributed.__version__}))"
     )
-    seen = json.loads(ok(run_in_image(
-        account, drone_image, "--contain", "--ipc", "--no-home", str(drone_image.path),
-        "python3", "-c", probe,
-    )))
+    seen = json.loads(
+        ok(
+            run_in_image(
+                account,
+                drone_image,
+                "--contain",
+                "--ipc",
+                "--no-home",
+                str(drone_image.path),
+                "python3",
+                "-c",
+                probe,
+            )
+        )
+    )
     assert seen["minor"] == list(sys.version_info[:2])  # cloudpickle's bytecode must load
     assert seen["prefix"] == "/opt/dask"  # PATH is the image's: drone.def's venv first
     assert seen["dask"] == seen["distributed"] == setup_py_dask_version()
@@ -143,13 +172,21 @@ def test_the_dask_python_is_the_clients_minor_with_the_pinned_dask(drone_image, 
 
 def test_the_image_carries_the_working_trees_pilot(drone_image, account):
     """The pilot runs `python -m tardis_sge_dask.pilot.startd_config` inside the image."""
-    listing = ok(run_in_image(
-        account, drone_image, "--contain", "--no-home", str(drone_image.path), "python3", "-c",
-        "import hashlib, json, pathlib, tardis_sge_dask.pilot as p;"
-        "d = pathlib.Path(p.__file__).parent;"
-        "print(json.dumps({f.name: hashlib.sha256(f.read_bytes()).hexdigest()"
-        " for f in sorted(d.iterdir()) if f.is_file()}))",
-    ))
+    listing = ok(
+        run_in_image(
+            account,
+            drone_image,
+            "--contain",
+            "--no-home",
+            str(drone_image.path),
+            "python3",
+            "-c",
+            "import hashlib, json, pathlib, tardis_sge_dask.pilot as p;"
+            "d = pathlib.Path(p.__file__).parent;"
+            "print(json.dumps({f.name: hashlib.sha256(f.read_bytes()).hexdigest()"
+            " for f in sorted(d.iterdir()) if f.is_file()}))",
+        )
+    )
     source = ROOT / "tardis_sge_dask" / "pilot"
     expected = {
         f.name: hashlib.sha256(f.read_bytes()).hexdigest()
@@ -160,23 +197,40 @@ def test_the_image_carries_the_working_trees_pilot(drone_image, account):
 
 
 def test_htcondor_runs_in_the_image_at_the_series_the_docs_name(drone_image, account):
-    version = ok(run_in_image(
-        account, drone_image, "--contain", "--no-home", str(drone_image.path), "condor_version"
-    ))
+    version = ok(
+        run_in_image(
+            account, drone_image, "--contain", "--no-home", str(drone_image.path), "condor_version"
+        )
+    )
     series = build_script_value("HTCONDOR_SERIES")
     assert re.search(rf"\$CondorVersion: {re.escape(series)}\.\d+ ", version), version
 
 
 def test_gfal2_works_from_the_system_python_and_the_scripts(drone_image, account):
     """The pilot's gfal2 health check, and gfal-copy although /opt/dask/bin/python comes first."""
-    ok(run_in_image(
-        account, drone_image, "--contain", "--no-home", str(drone_image.path),
-        "/usr/bin/python3", "-c", "import gfal2; gfal2.creat_context()",
-    ))
-    assert "gfal2" in ok(run_in_image(
-        account, drone_image, "--contain", "--no-home", str(drone_image.path),
-        "gfal-copy", "--version",
-    ))
+    ok(
+        run_in_image(
+            account,
+            drone_image,
+            "--contain",
+            "--no-home",
+            str(drone_image.path),
+            "/usr/bin/python3",
+            "-c",
+            "import gfal2; gfal2.creat_context()",
+        )
+    )
+    assert "gfal2" in ok(
+        run_in_image(
+            account,
+            drone_image,
+            "--contain",
+            "--no-home",
+            str(drone_image.path),
+            "gfal-copy",
+            "--version",
+        )
+    )
 
 
 # ---------------------------------------------------------------- Apptainer's defaults
@@ -193,7 +247,13 @@ def test_contain_gives_a_private_tmp_and_without_it_the_hosts_is_seen(
         "from the host\n"
     )
     contained = run_in_image(
-        account, drone_image, "--contain", "--no-home", image, "sh", "-c",
+        account,
+        drone_image,
+        "--contain",
+        "--no-home",
+        image,
+        "sh",
+        "-c",
         f"test ! -e {marker} && ls -A /tmp && touch /tmp/inside && ls /tmp",
     )
     assert ok(contained) == "inside\n"  # empty before, and writable
@@ -214,9 +274,18 @@ def test_binds_are_visible_and_the_image_is_read_only(drone_image, account, shar
         " && { touch /opt/x 2>/dev/null && echo writable || echo ro; }"
     )
     result = run_in_image(
-        account, drone_image, "--contain", "--no-home",
-        "--bind", f"{data}:/data,{more}:/srv/deep/more:ro",
-        "--pwd", "/data", str(drone_image.path), "sh", "-c", script,
+        account,
+        drone_image,
+        "--contain",
+        "--no-home",
+        "--bind",
+        f"{data}:/data,{more}:/srv/deep/more:ro",
+        "--pwd",
+        "/data",
+        str(drone_image.path),
+        "sh",
+        "-c",
+        script,
     )
     # /srv/deep does not exist in the image: it is made the way Apptainer's underlay does.
     assert ok(result).split() == ["42", "deep", "more", "ro", "ro"]
@@ -224,17 +293,41 @@ def test_binds_are_visible_and_the_image_is_read_only(drone_image, account, shar
 
 
 def test_host_environment_passes_in_but_path_is_the_images(drone_image, account):
-    env = user_environment(account, drone_image, DRONE_SETTING="from-host",
-                           APPTAINERENV_FROM_PREFIX="yes")
+    env = user_environment(
+        account, drone_image, DRONE_SETTING="from-host", APPTAINERENV_FROM_PREFIX="yes"
+    )
     show = 'printf "%s|%s|%s|%s\\n" "$DRONE_SETTING" "$FROM_PREFIX" "$EXTRA" "$PATH"'
     image = str(drone_image.path)
-    plain = ok(run_in_image(account, drone_image, "--no-home", "--env", "EXTRA=set", image,
-                            "sh", "-c", show, env=env)).strip().split("|")
+    plain = (
+        ok(
+            run_in_image(
+                account,
+                drone_image,
+                "--no-home",
+                "--env",
+                "EXTRA=set",
+                image,
+                "sh",
+                "-c",
+                show,
+                env=env,
+            )
+        )
+        .strip()
+        .split("|")
+    )
     assert plain[:3] == ["from-host", "yes", "set"]
     assert plain[3].startswith("/opt/dask/bin:")
     assert str(drone_image.standin_bin) not in plain[3]
-    clean = ok(run_in_image(account, drone_image, "--cleanenv", "--no-home", image,
-                            "sh", "-c", show, env=env)).strip().split("|")
+    clean = (
+        ok(
+            run_in_image(
+                account, drone_image, "--cleanenv", "--no-home", image, "sh", "-c", show, env=env
+            )
+        )
+        .strip()
+        .split("|")
+    )
     assert clean[:3] == ["", "yes", ""]
 
 
@@ -249,14 +342,29 @@ def test_a_signal_reaches_the_payload(drone_image, account, shared_dir, signal_n
         " while :; do sleep 0.1; done"
     )
     proc = as_user(
-        account, drone_image,
-        ["apptainer", "exec", "--contain", "--ipc", "--no-home", "--bind", f"{shared_dir}:/data",
-         str(drone_image.path), "sh", "-c", payload],
-        start_new_session=True, stderr=subprocess.PIPE, text=True,
+        account,
+        drone_image,
+        [
+            "apptainer",
+            "exec",
+            "--contain",
+            "--ipc",
+            "--no-home",
+            "--bind",
+            f"{shared_dir}:/data",
+            str(drone_image.path),
+            "sh",
+            "-c",
+            payload,
+        ],
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        asyncio.run(wait_for(lambda: (shared_dir / "ready").exists(), RUN_WITHIN,
-                             "the payload to start"))
+        asyncio.run(
+            wait_for(lambda: (shared_dir / "ready").exists(), RUN_WITHIN, "the payload to start")
+        )
         if target == "process group":
             os.killpg(proc.pid, sig)
         else:
@@ -287,8 +395,14 @@ def test_what_the_standin_does_not_implement_fails_naming_it(
     sif = shared_dir / "drone.sif"
     sif.write_bytes(b"not an image")
     argv = [a.format(image=drone_image.path, sif=sif) for a in args]
-    proc = as_user(account, drone_image, ["apptainer", *argv],
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = as_user(
+        account,
+        drone_image,
+        ["apptainer", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = proc.communicate(timeout=RUN_WITHIN)
     assert proc.returncode != 0
     assert stdout == ""
@@ -296,8 +410,9 @@ def test_what_the_standin_does_not_implement_fails_naming_it(
 
 
 def test_version_names_the_standin(drone_image, account):
-    proc = as_user(account, drone_image, ["apptainer", "--version"],
-                   stdout=subprocess.PIPE, text=True)
+    proc = as_user(
+        account, drone_image, ["apptainer", "--version"], stdout=subprocess.PIPE, text=True
+    )
     stdout, _ = proc.communicate(timeout=RUN_WITHIN)
     assert proc.returncode == 0
     assert stdout.startswith("apptainer version ") and STANDIN_MESSAGE in stdout
@@ -307,8 +422,9 @@ def test_version_names_the_standin(drone_image, account):
 
 
 def drone_processes(drone_uuid: str) -> str:
-    return subprocess.run(["pgrep", "-a", "-u", USER, "-f", drone_uuid],
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["pgrep", "-a", "-u", USER, "-f", drone_uuid], capture_output=True, text=True
+    ).stdout
 
 
 async def test_the_pilot_runs_a_function_defined_here_on_a_worker_in_the_image(
@@ -328,29 +444,48 @@ async def test_the_pilot_runs_a_function_defined_here_on_a_worker_in_the_image(
         import os as os_
         import sys as sys_
 
-        return (x * x + offset, list(sys_.version_info[:2]), sys_.prefix,
-                os_.path.exists("/.singularity.d/env/90-environment.sh"))
+        return (
+            x * x + offset,
+            list(sys_.version_info[:2]),
+            sys_.prefix,
+            os_.path.exists("/.singularity.d/env/90-environment.sh"),
+        )
 
     async with (
         Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler,
         Client(scheduler.address, asynchronous=True) as client,
     ):
         env = user_environment(
-            account, drone_image,
-            TardisDroneCores="1", TardisDroneMemory="1024", TardisDroneDisk="1000",
-            TardisDroneUuid=drone_uuid, PILOT_MODE="dask",
-            PILOT_CONTAINER=str(drone_image.path), PILOT_DASK_SCHEDULER=scheduler.address,
+            account,
+            drone_image,
+            TardisDroneCores="1",
+            TardisDroneMemory="1024",
+            TardisDroneDisk="1000",
+            TardisDroneUuid=drone_uuid,
+            PILOT_MODE="dask",
+            PILOT_CONTAINER=str(drone_image.path),
+            PILOT_DASK_SCHEDULER=scheduler.address,
         )
         with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
-            proc = as_user(account, drone_image, ["bash", str(pilot)], env=env,
-                           start_new_session=True, stdout=stdout, stderr=stderr)
+            proc = as_user(
+                account,
+                drone_image,
+                ["bash", str(pilot)],
+                env=env,
+                start_new_session=True,
+                stdout=stdout,
+                stderr=stderr,
+            )
 
         def joined() -> bool:
             return any(ws.name == drone_uuid for ws in scheduler.workers.values())
 
         try:
-            await wait_for(lambda: joined() or proc.poll() is not None, START_WITHIN,
-                           "the drone's worker to register")
+            await wait_for(
+                lambda: joined() or proc.poll() is not None,
+                START_WITHIN,
+                "the drone's worker to register",
+            )
             assert joined(), stderr_path.read_text()
 
             result = await asyncio.wait_for(
@@ -366,8 +501,11 @@ async def test_the_pilot_runs_a_function_defined_here_on_a_worker_in_the_image(
 
             proc.send_signal(signal.SIGTERM)
             await wait_for(lambda: proc.poll() is not None, LEAVE_WITHIN, "the pilot to exit")
-            await wait_for(lambda: not drone_processes(drone_uuid), LEAVE_WITHIN,
-                           "no process of the drone to be left")
+            await wait_for(
+                lambda: not drone_processes(drone_uuid),
+                LEAVE_WITHIN,
+                "no process of the drone to be left",
+            )
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

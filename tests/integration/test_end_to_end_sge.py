@@ -95,12 +95,26 @@ class SchedulerProcess:
     def start(self) -> str:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", "0", "--no-dashboard", "--scheduler-file", str(self.file)],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(self.file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: self.file.exists() and self.file.stat().st_size, 60,
-                   "the Dask scheduler to write its address")
+        wait_until(
+            lambda: self.file.exists() and self.file.stat().st_size,
+            60,
+            "the Dask scheduler to write its address",
+        )
         return json.loads(self.file.read_text())["address"]
 
     def log(self) -> str:
@@ -150,9 +164,7 @@ def direct_mode_config(
     text, replaced = re.subn(
         r"- !StaticDemand \{[^}]*\}",
         "- !DaskDemandController "
-        + yaml.safe_dump(controller, default_flow_style=True).strip().replace(
-            "__SOURCE__", source
-        ),
+        + yaml.safe_dump(controller, default_flow_style=True).strip().replace("__SOURCE__", source),
         text,
     )
     assert replaced == 1, text
@@ -173,9 +185,7 @@ def run_end_to_end(tmp_path: Path, backend: Backend, site: str) -> None:
     daemon = None
     try:
         address = scheduler.start()
-        daemon = CobaldDaemon(
-            direct_mode_config(tmp_path, site, address, logs, backend)
-        ).start()
+        daemon = CobaldDaemon(direct_mode_config(tmp_path, site, address, logs, backend)).start()
 
         def run_task(index: int) -> int:
             # defined here so that cloudpickle ships it by value to the drone's worker
@@ -192,11 +202,17 @@ def run_end_to_end(tmp_path: Path, backend: Backend, site: str) -> None:
             assert not backend.jobs(site), "drones were submitted without any work"
 
             futures = client.map(run_task, range(TASKS), pure=False)
-            wait_until(lambda: len(backend.jobs(site)) >= DRONES, 120,
-                       f"{DRONES} drones queued at the batch system", daemon)
+            wait_until(
+                lambda: len(backend.jobs(site)) >= DRONES,
+                120,
+                f"{DRONES} drones queued at the batch system",
+                daemon,
+            )
             wait_until(
                 lambda: sum(name.startswith(site) for name in worker_names(client)) >= 1,
-                300, "a drone's worker to join the scheduler", daemon,
+                300,
+                "a drone's worker to join the scheduler",
+                daemon,
             )
             results = client.gather(futures)
             assert results == [index * index for index in range(TASKS)]
@@ -213,8 +229,12 @@ def run_end_to_end(tmp_path: Path, backend: Backend, site: str) -> None:
 
             # the user is done: drop the results, the scheduler wants no workers
             del futures, results
-            wait_until(lambda: not backend.jobs(site), IDLE_TIME + 240,
-                       "the drones to leave the batch system", daemon)
+            wait_until(
+                lambda: not backend.jobs(site),
+                IDLE_TIME + 240,
+                "the drones to leave the batch system",
+                daemon,
+            )
             assert not [name for name in worker_names(client) if name.startswith(site)]
 
         scheduler_log = scheduler.log()

@@ -72,8 +72,9 @@ def xrootd(tmp_path_factory) -> None:
     if shutil.which("voms-proxy-fake") is None or shutil.which("xrdcp") is None:
         service_missing("voms-clients or xrootd-client is not installed (services/xrootd-up.sh)")
     if not grid.server_answers(tmp_path_factory.mktemp("xrootd-probe")):
-        service_missing(f"the XRootD server at {grid.ENDPOINT} does not answer an "
-                        "authenticated stat of /data")
+        service_missing(
+            f"the XRootD server at {grid.ENDPOINT} does not answer an authenticated stat of /data"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -104,25 +105,44 @@ def storage_dir(request) -> Iterator[str]:
 def grid_binds(proxy: Path) -> list[str]:
     """The options a drone's runtime gets: the proxy at its path, the CAs where the image
     looks (on a site: /cvmfs/grid.cern.ch's certificates or the image's IGTF bundle)."""
-    return ["--bind", f"{proxy}:{proxy}:ro",
-            "--bind", f"{grid.CERT_DIR}:{grid.IMAGE_CERT_DIR}:ro"]
+    return ["--bind", f"{proxy}:{proxy}:ro", "--bind", f"{grid.CERT_DIR}:{grid.IMAGE_CERT_DIR}:ro"]
 
 
 def in_image(account, image: DroneImage, proxy: Path, *command: str):
     env = user_environment(account, image, X509_USER_PROXY=str(proxy))
-    return run_in_image(account, image, "--contain", "--no-home", *grid_binds(proxy),
-                        str(image.path), *command, env=env)
+    return run_in_image(
+        account,
+        image,
+        "--contain",
+        "--no-home",
+        *grid_binds(proxy),
+        str(image.path),
+        *command,
+        env=env,
+    )
 
 
 # ---------------------------------------------------------------- the image's grid tools
 
 
 def test_the_image_has_gfal2_with_its_plugins_and_the_voms_clients(drone_image, account):
-    script = ("/usr/bin/python3 -c 'import gfal2; print(*sorted(p.split(\"-\")[0] for p in"
-              " gfal2.creat_context().get_plugin_names()))' && gfal-ls --version"
-              " && voms-proxy-info --version && xrdcp --version")
-    out = ok(run_in_image(account, drone_image, "--contain", "--no-home",
-                          str(drone_image.path), "sh", "-c", script))
+    script = (
+        '/usr/bin/python3 -c \'import gfal2; print(*sorted(p.split("-")[0] for p in'
+        " gfal2.creat_context().get_plugin_names()))' && gfal-ls --version"
+        " && voms-proxy-info --version && xrdcp --version"
+    )
+    out = ok(
+        run_in_image(
+            account,
+            drone_image,
+            "--contain",
+            "--no-home",
+            str(drone_image.path),
+            "sh",
+            "-c",
+            script,
+        )
+    )
     assert out.splitlines()[0] == "file http xrootd"
     assert "gfal2-util version" in out and "voms-proxy-info" in out
 
@@ -150,17 +170,27 @@ def test_the_storage_element_admits_the_pilots_proxy_and_nothing_else(
     refused = {
         "no proxy": pilot_dir / "absent",
         "a DN the grid-mapfile does not map": grid.make_proxy(
-            pilot_dir / "stranger", PILOT_USER, user="stranger"),
+            pilot_dir / "stranger", PILOT_USER, user="stranger"
+        ),
         "the pilot's DN from an untrusted CA": grid.untrusted_proxy(pilot_dir, PILOT_USER),
-        "an expired proxy": grid.make_proxy(pilot_dir / "expired", PILOT_USER, hours=1,
-                                            past="2:00"),
+        "an expired proxy": grid.make_proxy(
+            pilot_dir / "expired", PILOT_USER, hours=1, past="2:00"
+        ),
     }
     for why, bad in refused.items():
         env = user_environment(account, drone_image, X509_USER_PROXY=str(bad))
         binds = grid_binds(bad) if bad.exists() else grid_binds(proxy)[2:]
-        result = run_in_image(account, drone_image, "--contain", "--no-home", *binds,
-                              str(drone_image.path), "gfal-cat",
-                              grid.url(f"{name}/in.txt"), env=env)
+        result = run_in_image(
+            account,
+            drone_image,
+            "--contain",
+            "--no-home",
+            *binds,
+            str(drone_image.path),
+            "gfal-cat",
+            grid.url(f"{name}/in.txt"),
+            env=env,
+        )
         assert result.returncode != 0 and "admitted" not in result.stdout, why
 
 
@@ -179,19 +209,34 @@ def test_the_pilot_refuses_a_proxy_that_will_not_last(
     pilot = pilot_dir / "drone-pilot.sh"
     shutil.copy(pilot_path(), pilot)
     env = user_environment(
-        account, drone_image,
-        TardisDroneCores="1", TardisDroneMemory="1024", TardisDroneDisk="1000",
-        TardisDroneUuid=f"gridproxy-{uuid.uuid4().hex[:8]}", PILOT_MODE="dask",
-        PILOT_DASK_SCHEDULER="tcp://127.0.0.1:9", PILOT_CONTAINER=str(drone_image.path),
-        PILOT_X509_PROXY=str(proxy), PILOT_WALLTIME="3600", PILOT_LIFETIME_MARGIN="120",
+        account,
+        drone_image,
+        TardisDroneCores="1",
+        TardisDroneMemory="1024",
+        TardisDroneDisk="1000",
+        TardisDroneUuid=f"gridproxy-{uuid.uuid4().hex[:8]}",
+        PILOT_MODE="dask",
+        PILOT_DASK_SCHEDULER="tcp://127.0.0.1:9",
+        PILOT_CONTAINER=str(drone_image.path),
+        PILOT_X509_PROXY=str(proxy),
+        PILOT_WALLTIME="3600",
+        PILOT_LIFETIME_MARGIN="120",
         PILOT_SCRATCH_BASE=str(pilot_dir),
     )
-    proc = as_user(account, drone_image, ["bash", str(pilot)], env=env,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = as_user(
+        account,
+        drone_image,
+        ["bash", str(pilot)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = proc.communicate(timeout=RUN_WITHIN)
     assert proc.returncode == 14, stdout + stderr
-    assert stderr.splitlines() == [line for line in stderr.splitlines()
-                                   if line.startswith("drone-pilot: error: X.509 proxy")]
+    assert stderr.splitlines() == [
+        line for line in stderr.splitlines() if line.startswith("drone-pilot: error: X.509 proxy")
+    ]
     assert len(stderr.splitlines()) == 1 and message in stderr, stderr
     assert not list(pilot_dir.glob("tardis-drone.*")), "scratch left behind"
 
@@ -210,8 +255,9 @@ def user_task():
         from tardis_sge_dask import grid as grid_
 
         data = grid_.read_bytes(source)
-        summary = (f"{len(data.split())} words, sha256 "
-                   f"{hashlib_.sha256(data).hexdigest()}\n").encode()
+        summary = (
+            f"{len(data.split())} words, sha256 {hashlib_.sha256(data).hexdigest()}\n"
+        ).encode()
         grid_.write_bytes(destination, summary)
         return {"proxy": grid_.proxy(), "summary": summary.decode()}
 
@@ -243,7 +289,10 @@ async def test_a_dask_task_on_a_grid_engine_drone_reads_and_writes_grid_storage(
             Client(scheduler.address, asynchronous=True) as client,
         ):
             section = site_section(
-                str(pilot_path()), Queue="all.q", MemoryResource=None, Walltime=3600,
+                str(pilot_path()),
+                Queue="all.q",
+                MemoryResource=None,
+                Walltime=3600,
                 LogDirectory=str(logs),
                 JobEnvironment={
                     "PILOT_MODE": "dask",
@@ -265,19 +314,30 @@ async def test_a_dask_task_on_a_grid_engine_drone_reads_and_writes_grid_storage(
             attributes.update(await adapter.deploy_resource(attributes))
             job_id = attributes.remote_resource_uuid
             # nothing of the proxy in what every user sees with qstat -j
-            assert not any("X509" in key or key.startswith("PILOT_")
-                           for key in qstat.environment(job_id))
+            assert not any(
+                "X509" in key or key.startswith("PILOT_") for key in qstat.environment(job_id)
+            )
 
             def joined() -> bool:
                 return any(ws.name == drone_uuid for ws in scheduler.workers.values())
 
-            await wait_for(lambda: joined() or not qstat.jobs(site), START_WITHIN,
-                           "the drone's worker to register")
+            await wait_for(
+                lambda: joined() or not qstat.jobs(site),
+                START_WITHIN,
+                "the drone's worker to register",
+            )
             assert joined(), _job_files(logs)
             analyse = user_task()
-            result = await asyncio.wait_for(client.submit(
-                analyse, grid.url(f"{name}/events.txt"), grid.url(f"{name}/summary.txt"),
-                workers=[drone_uuid], pure=False), RUN_WITHIN)
+            result = await asyncio.wait_for(
+                client.submit(
+                    analyse,
+                    grid.url(f"{name}/events.txt"),
+                    grid.url(f"{name}/summary.txt"),
+                    workers=[drone_uuid],
+                    pure=False,
+                ),
+                RUN_WITHIN,
+            )
             assert result == {"proxy": str(proxy), "summary": expected_summary(data)}
             # the user reads the result from the storage element
             assert grid.read(f"{name}/summary.txt", proxy).decode() == expected_summary(data)
@@ -297,9 +357,9 @@ async def test_a_dask_task_on_a_grid_engine_drone_reads_and_writes_grid_storage(
 
 
 def _job_files(logs: Path) -> str:
-    return "\n".join(f"--- {path.name}\n{path.read_text()}" for path in sorted(logs.iterdir())
-                     if path.is_file())
-
+    return "\n".join(
+        f"--- {path.name}\n{path.read_text()}" for path in sorted(logs.iterdir()) if path.is_file()
+    )
 
 
 # ---------------------------------------------------------------- HTCondor overlay mode
@@ -318,21 +378,27 @@ def test_a_physicists_worker_job_on_an_overlay_drone_reads_and_writes_grid_stora
     log_start = grid.server_log_size()
 
     def grid_round(run: Run) -> None:
-        run.session.send(f"grid {grid.url(f'{name}/events.txt')} "
-                         f"{grid.url(f'{name}/summary.txt')}")
+        run.session.send(f"grid {grid.url(f'{name}/events.txt')} {grid.url(f'{name}/summary.txt')}")
         answer = run.session.wait_for("grid", 300)
-        assert answer["proxy"] == str(proxy) and answer["summary"] == expected_summary(data), (
-            answer)
+        assert answer["proxy"] == str(proxy) and answer["summary"] == expected_summary(data), answer
         assert answer["cert_dir"] in (None, grid.IMAGE_CERT_DIR), answer
         # what the physicist reads back from the storage element
         assert grid.read(f"{name}/summary.txt", proxy).decode() == expected_summary(data)
         said = "".join(path.read_text() for path in run.logs.glob("*.o*"))
         assert re.search(rf"X\.509 proxy {re.escape(str(proxy))} valid for \d+ s", said), said
 
-    run_overlay(tmp_path, SGE, unique_site("ovgrid"), sshd, during=grid_round,
-                environment={"PILOT_X509_PROXY": str(proxy),
-                             "PILOT_BINDS": f"{grid.CERT_DIR}:{grid.IMAGE_CERT_DIR}:ro",
-                             "PILOT_CHECK_GFAL2": "true"})
+    run_overlay(
+        tmp_path,
+        SGE,
+        unique_site("ovgrid"),
+        sshd,
+        during=grid_round,
+        environment={
+            "PILOT_X509_PROXY": str(proxy),
+            "PILOT_BINDS": f"{grid.CERT_DIR}:{grid.IMAGE_CERT_DIR}:ro",
+            "PILOT_CHECK_GFAL2": "true",
+        },
+    )
     audit = grid.server_log_since(log_start)
     for action in (f"read /data/{name}/events.txt", f"\\w+ /data/{name}/summary.txt"):
         assert re.search(rf"grant gsi {grid.ACCOUNT}@\S+ {action}", audit), audit

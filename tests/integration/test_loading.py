@@ -105,9 +105,7 @@ REFUSED_AT_START = [
     ),
     (
         "duplicate-machine-type-key",
-        lambda text: text.replace(
-            "Queue: idefix.q}", "Queue: idefix.q, Queue: obelix.q}"
-        ),
+        lambda text: text.replace("Queue: idefix.q}", "Queue: idefix.q, Queue: obelix.q}"),
         "(file): not valid YAML (line 13, column 76): duplicate key 'Queue' (first at line 13)",
     ),
     (
@@ -125,9 +123,11 @@ REFUSED_AT_START = [
     ),
     (
         "executor-on-local",
-        lambda text: text.replace("adapter: SGE", "adapter: Local").replace(
-            "  physnet:\n", "  physnet:\n    executor: !TardisShellExecutor {}\n"
-        ).replace(", Queue: idefix.q", ""),
+        lambda text: (
+            text.replace("adapter: SGE", "adapter: Local")
+            .replace("  physnet:\n", "  physnet:\n    executor: !TardisShellExecutor {}\n")
+            .replace(", Queue: idefix.q", "")
+        ),
         "tardis.physnet.executor: unknown key for adapter Local.",
     ),
 ]

@@ -82,7 +82,10 @@ def status(config, *options: str) -> list[dict]:
     """``tardis-sge-dask status CONFIG --json [options]`` as an admin runs it."""
     answer = subprocess.run(
         [sys.executable, "-m", "tardis_sge_dask", "status", str(config), "--json", *options],
-        capture_output=True, text=True, cwd=config.parent, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        timeout=120,
     )
     assert answer.returncode == 0, answer.stderr
     return json.loads(answer.stdout)
@@ -105,7 +108,11 @@ class Run:
 
 
 def run_overlay(
-    tmp_path, backend: Backend, site: str, sshd: dict, *,
+    tmp_path,
+    backend: Backend,
+    site: str,
+    sshd: dict,
+    *,
     during: Callable[[Run], None] | None = None,
     machine_type: dict | None = None,
     environment: dict | None = None,
@@ -114,10 +121,16 @@ def run_overlay(
     """The physicist's whole session; ``during`` acts while the workers are connected."""
     logs = overlay.owned_directory(f"tsd-{site}-logs-", overlay.PILOT_USER, 0o755)
     config = overlay.overlay_config(
-        tmp_path, site=site, adapter=backend.adapter,
+        tmp_path,
+        site=site,
+        adapter=backend.adapter,
         machine_type={**backend.machine_type, **(machine_type or {})},
-        ssh=sshd, known_hosts=overlay.pinned_known_hosts(tmp_path), logs=logs,
-        drones=WORKERS, idle_time=IDLE_TIME, environment=environment,
+        ssh=sshd,
+        known_hosts=overlay.pinned_known_hosts(tmp_path),
+        logs=logs,
+        drones=WORKERS,
+        idle_time=IDLE_TIME,
+        environment=environment,
     )
     # the physicist's jobs of an interrupted earlier run would be demand for this one
     overlay.remove_jobs()
@@ -126,21 +139,28 @@ def run_overlay(
     session = None
     try:
         # no waiting worker, no drone
-        wait_until(lambda: "demand" in daemon.log().lower() or not daemon.alive, 30,
-                   "the controller's first reading", daemon)
+        wait_until(
+            lambda: "demand" in daemon.log().lower() or not daemon.alive,
+            30,
+            "the controller's first reading",
+            daemon,
+        )
         assert not backend.jobs(site), "drones were submitted without any work"
 
         session = overlay.PhysicistSession(WORKERS, site=site)
         session.wait_for("scaled", 120)
         # 1. N idle worker jobs in the real schedd, marked for the controller
-        jobs = wait_until(lambda: len(overlay.schedd_jobs()) == WORKERS and overlay.schedd_jobs(),
-                          60, f"{WORKERS} worker jobs in the overlay schedd", daemon)
+        jobs = wait_until(
+            lambda: len(overlay.schedd_jobs()) == WORKERS and overlay.schedd_jobs(),
+            60,
+            f"{WORKERS} worker jobs in the overlay schedd",
+            daemon,
+        )
         assert {job["status"] for job in jobs} <= {1, 2}
         marked = overlay.condor("condor_q", overlay.SUBMIT_USER, "-af", "IsDaskWorker")
         assert marked.split() == ["true"] * WORKERS
         # 2. the controller asks for drones; they go to the batch system as the pilot account
-        drones = wait_until(lambda: backend.jobs(site), 120, "drones in the batch system",
-                            daemon)
+        drones = wait_until(lambda: backend.jobs(site), 120, "drones in the batch system", daemon)
         assert len(drones) <= WORKERS
         # 3./4. the startds join, the workers connect and compute
         joined = session.wait_for("workers", 600)
@@ -155,8 +175,11 @@ def run_overlay(
         # every worker job runs on the startd of one of this site's drones, which is a
         # batch job right now
         assert all(any(f"@{name}@" in job["host"] for name in drone_names) for job in running), (
-            running, drone_names)
+            running,
+            drone_names,
+        )
         assert len(joined["names"]) == WORKERS
+
         # an admin asks where a physicist's worker runs: worker -> HTCondor job -> startd ->
         # drone -> batch job
         def mapped() -> dict[str, dict]:
@@ -165,8 +188,7 @@ def run_overlay(
             ready = all(len(r) == 1 and r[0]["state"] == "Available" for r in found.values())
             return {w: r[0] for w, r in found.items()} if ready else {}
 
-        rows = wait_until(mapped, 120, "status to map every worker to an Available drone",
-                          daemon)
+        rows = wait_until(mapped, 120, "status to map every worker to an Available drone", daemon)
         for worker, row in rows.items():
             assert row["drone_uuid"] in drone_names, row
             assert f"startd slot1@{row['drone_uuid']}@" in row["worker"], row
@@ -183,21 +205,43 @@ def run_overlay(
         # A worker job whose drone was taken away before its starter could report the exit
         # stays removed (X) until its shadow's job lease ends (HTCondor's default: 40 min);
         # for the physicist it is gone, and it holds no slot. Idle, running or held is not.
-        wait_until(lambda: not [job for job in overlay.schedd_jobs()
-                                if job["status"] != JOB_REMOVED], 120,
-                   "the worker jobs to leave the schedd", daemon)
-        wait_until(lambda: not backend.jobs(site), IDLE_TIME + 300,
-                   "the drones to leave the batch system", daemon)
-        wait_until(lambda: not (set(overlay.drone_startds()) & (drone_names - killed)), 120,
-                   "the drone startds to leave the collector", daemon)
+        wait_until(
+            lambda: not [job for job in overlay.schedd_jobs() if job["status"] != JOB_REMOVED],
+            120,
+            "the worker jobs to leave the schedd",
+            daemon,
+        )
+        wait_until(
+            lambda: not backend.jobs(site),
+            IDLE_TIME + 300,
+            "the drones to leave the batch system",
+            daemon,
+        )
+        wait_until(
+            lambda: not (set(overlay.drone_startds()) & (drone_names - killed)),
+            120,
+            "the drone startds to leave the collector",
+            daemon,
+        )
         if drained_by_tardis:
             # TARDIS drained them through HTCondor before the batch jobs were removed
             assert "in DrainingState" in daemon.log(), daemon.log()[-4000:]
         # 6. nothing of the drones is left on the node
-        wait_until(lambda: not overlay.account_processes(
-            overlay.PILOT_USER, "condor_master", "condor_startd", "condor_starter", "bwrap",
-            drone_prefix=f"{site}-"),
-            60, "the pilot account's drone processes to end", daemon)
+        wait_until(
+            lambda: (
+                not overlay.account_processes(
+                    overlay.PILOT_USER,
+                    "condor_master",
+                    "condor_startd",
+                    "condor_starter",
+                    "bwrap",
+                    drone_prefix=f"{site}-",
+                )
+            ),
+            60,
+            "the pilot account's drone processes to end",
+            daemon,
+        )
         for pilot_log in logs.glob("*"):
             assert "drone-pilot: error" not in pilot_log.read_text(), pilot_log.read_text()
         assert daemon.alive, daemon.log()[-4000:]
@@ -221,14 +265,17 @@ def take_a_drone_away_mid_task(run: Run) -> None:
     run.session.wait_for("slow-started", 120)
     jobs = run.backend.jobs(run.site)
     victim_id, victim = sorted(jobs.items())[0]
-    subprocess.run([*TAKE_AWAY[run.backend.adapter], victim_id], check=True,
-                   capture_output=True)
+    subprocess.run([*TAKE_AWAY[run.backend.adapter], victim_id], check=True, capture_output=True)
     run.killed.add(victim["name"])
     result = run.session.wait_for("slow-result", 600)
     # no task lost: every square is there, computed exactly as asked
     assert result["squares"] == [index * index for index in range(16)]
-    wait_until(lambda: victim_id not in run.backend.jobs(run.site), 120,
-               "the taken drone to leave the batch system", run.daemon)
+    wait_until(
+        lambda: victim_id not in run.backend.jobs(run.site),
+        120,
+        "the taken drone to leave the batch system",
+        run.daemon,
+    )
     said = "".join(path.read_text() for path in run.logs.glob(f"{victim['name']}*"))
     # the startd was told to go (graceful: its worker job vacated, requeued, run elsewhere)
     assert "draining the htcondor payload" in said, said
@@ -236,11 +283,11 @@ def take_a_drone_away_mid_task(run: Run) -> None:
 
 
 @pytest.mark.parametrize("backend", [SGE, SLURM], ids=["grid_engine", "slurm"])
-def test_no_task_lost_when_a_drone_is_taken_away(backend, request, sshd, overlay_pool,
-                                                  overlay_image, tmp_path):
+def test_no_task_lost_when_a_drone_is_taken_away(
+    backend, request, sshd, overlay_pool, overlay_image, tmp_path
+):
     request.getfixturevalue("sge" if backend is SGE else "slurm")
-    run_overlay(tmp_path, backend, unique_site("ovtake"), sshd,
-                during=take_a_drone_away_mid_task)
+    run_overlay(tmp_path, backend, unique_site("ovtake"), sshd, during=take_a_drone_away_mid_task)
 
 
 OUTAGE = 30  # seconds the collector is down
@@ -266,10 +313,17 @@ def stop_the_collector(run: Run) -> None:
     assert run.session.wait_for("sum", 300)["total"] == 1_000_000 * 999_999
 
 
-def test_a_collector_outage_drains_and_kills_no_drone(sge, sshd, overlay_pool, overlay_image,
-                                                      tmp_path):
-    run_overlay(tmp_path, SGE, unique_site("ovcoll"), sshd, during=stop_the_collector,
-                environment={"PILOT_STARTD_UPDATE_INTERVAL": 10})
+def test_a_collector_outage_drains_and_kills_no_drone(
+    sge, sshd, overlay_pool, overlay_image, tmp_path
+):
+    run_overlay(
+        tmp_path,
+        SGE,
+        unique_site("ovcoll"),
+        sshd,
+        during=stop_the_collector,
+        environment={"PILOT_STARTD_UPDATE_INTERVAL": 10},
+    )
 
 
 WALLTIME = 150
@@ -279,14 +333,22 @@ MARGIN = 60
 def outlive_the_retire_time(run: Run) -> None:
     """Wait past the drones' retire time; they must leave on their own, before h_rt."""
     started = {job_id: job["name"] for job_id, job in run.backend.jobs(run.site).items()}
-    wait_until(lambda: not (set(started) & set(run.backend.jobs(run.site))), WALLTIME + 60,
-               "the drones to leave at their retire time", run.daemon)
+    wait_until(
+        lambda: not (set(started) & set(run.backend.jobs(run.site))),
+        WALLTIME + 60,
+        "the drones to leave at their retire time",
+        run.daemon,
+    )
     for job_id, name in started.items():
         # qmaster writes the accounting record a moment after the job left qstat
         accounting = wait_until(
-            lambda job_id=job_id: subprocess.run(["qacct", "-j", job_id], capture_output=True,
-                                                 text=True).stdout.strip(),
-            60, f"the accounting record of job {job_id}", run.daemon)
+            lambda job_id=job_id: subprocess.run(
+                ["qacct", "-j", job_id], capture_output=True, text=True
+            ).stdout.strip(),
+            60,
+            f"the accounting record of job {job_id}",
+            run.daemon,
+        )
         fields = dict(line.split(None, 1) for line in accounting.splitlines() if " " in line)
         # ended by the pilot, not killed by Grid Engine's h_rt
         assert fields.get("exit_status", "").strip() == "0", accounting
@@ -296,7 +358,13 @@ def outlive_the_retire_time(run: Run) -> None:
 
 
 def test_a_drone_leaves_before_its_walltime(sge, sshd, overlay_pool, overlay_image, tmp_path):
-    run_overlay(tmp_path, SGE, unique_site("ovwall"), sshd, during=outlive_the_retire_time,
-                machine_type={"Walltime": WALLTIME}, drained_by_tardis=False,
-                environment={"PILOT_LIFETIME_MARGIN": MARGIN,
-                             "PILOT_STARTD_UPDATE_INTERVAL": 10})
+    run_overlay(
+        tmp_path,
+        SGE,
+        unique_site("ovwall"),
+        sshd,
+        during=outlive_the_retire_time,
+        machine_type={"Walltime": WALLTIME},
+        drained_by_tardis=False,
+        environment={"PILOT_LIFETIME_MARGIN": MARGIN, "PILOT_STARTD_UPDATE_INTERVAL": 10},
+    )

@@ -84,7 +84,9 @@ def job_status(cluster: int) -> str:
 
 
 async def test_held_and_oversize_jobs_are_logged_and_not_counted(
-    overlay_pool, overlay_lock, caplog  # noqa: F811 - the imported fixture
+    overlay_pool,  # noqa: F811 - the imported fixture
+    overlay_lock,
+    caplog,
 ):
     directory = overlay.owned_directory("tsd-demand-", overlay.SUBMIT_USER, 0o755)
     clusters: list[int] = []
@@ -95,31 +97,48 @@ async def test_held_and_oversize_jobs_are_logged_and_not_counted(
         clusters += idle
         held = submit(directory, "held.submit", worker)
         clusters.append(held)
-        oversize = submit(directory, "oversize.submit",
-                          job_script(cores=64, memory="512GB", disk="10GB"))
+        oversize = submit(
+            directory, "oversize.submit", job_script(cores=64, memory="512GB", disk="10GB")
+        )
         clusters.append(oversize)
         # an htcdaskgateway worker as its HTCGatewayCluster writes it, and a non-Dask job
-        gateway = submit(directory, "gateway.submit", (
-            "executable = /bin/sleep\narguments = 600\nrequest_cpus = 2\n"
-            "request_memory = 4GB\n+isDaskJob = True\n"
-            f"requirements = (isDaskNode == True) && {NOWHERE}\nqueue 1\n"))
+        gateway = submit(
+            directory,
+            "gateway.submit",
+            (
+                "executable = /bin/sleep\narguments = 600\nrequest_cpus = 2\n"
+                "request_memory = 4GB\n+isDaskJob = True\n"
+                f"requirements = (isDaskNode == True) && {NOWHERE}\nqueue 1\n"
+            ),
+        )
         clusters.append(gateway)
-        plain = submit(directory, "plain.submit", (
-            "executable = /bin/sleep\narguments = 600\nrequest_cpus = 1\n"
-            f"request_memory = 1024\nrequirements = {NOWHERE}\nqueue 1\n"))
+        plain = submit(
+            directory,
+            "plain.submit",
+            (
+                "executable = /bin/sleep\narguments = 600\nrequest_cpus = 1\n"
+                f"request_memory = 1024\nrequirements = {NOWHERE}\nqueue 1\n"
+            ),
+        )
         clusters.append(plain)
-        subprocess.run(["runuser", "-u", overlay.SUBMIT_USER, "--", "condor_hold", str(held)],
-                       capture_output=True, check=True, timeout=60)
+        subprocess.run(
+            ["runuser", "-u", overlay.SUBMIT_USER, "--", "condor_hold", str(held)],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         assert job_status(held) == "5"
 
         # the daemon's source with its default constraint, narrowed to this test's jobs:
         # the schedd is shared
         mine = " || ".join(f"ClusterId == {cluster}" for cluster in clusters)
-        source = CondorQueueDemand(executor=ShellExecutor(),
-                                   constraint=f"{DEFAULT_CONSTRAINT} && ({mine})")
+        source = CondorQueueDemand(
+            executor=ShellExecutor(), constraint=f"{DEFAULT_CONSTRAINT} && ({mine})"
+        )
         pool = ElasticFactoryPool(factory=_no_drones, interval=1)
-        controller = DaskDemandController(pool, source=source, interval=1,
-                                          machine_types=MACHINE_TYPES)
+        controller = DaskDemandController(
+            pool, source=source, interval=1, machine_types=MACHINE_TYPES
+        )
         with caplog.at_level(logging.INFO):
             await controller.regulate()
 
@@ -139,8 +158,11 @@ async def test_held_and_oversize_jobs_are_logged_and_not_counted(
         if clusters:
             subprocess.run(["condor_rm", *map(str, clusters)], capture_output=True, timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
-    wait_until(lambda: not any(job_status(cluster) for cluster in clusters), 60,
-               "the test's jobs to leave the schedd")
+    wait_until(
+        lambda: not any(job_status(cluster) for cluster in clusters),
+        60,
+        "the test's jobs to leave the schedd",
+    )
 
 
 def _no_drones() -> None:

@@ -39,9 +39,12 @@ def test_physnet_pipeline_runs_with_its_ssh_executors(sshd, tmp_path):
     try:
         # condor_q ran on the far side of the SSH connection: the shell there answered
         # (whether the host there has HTCondor's tools or not: PHYSnet's schedd is not here)
-        wait_until(lambda: re.search(r"demand source CondorQueueDemand failed .*condor_q",
-                                     daemon.log()), 90,
-                   "condor_q to be run over SSH", daemon)
+        wait_until(
+            lambda: re.search(r"demand source CondorQueueDemand failed .*condor_q", daemon.log()),
+            90,
+            "condor_q to be run over SSH",
+            daemon,
+        )
         time.sleep(RUN_SECONDS)
         assert daemon.alive, daemon.log()[-4000:]
     finally:

@@ -48,7 +48,12 @@ def two_site_overlay_config(tmp_path, sshd, preferred: str, other: str, logs):
 
 
 def test_a_job_pinned_to_a_site_runs_only_there(
-    sge, slurm, sshd, overlay_pool, overlay_image, tmp_path  # noqa: F811
+    sge,
+    slurm,
+    sshd,
+    overlay_pool,  # noqa: F811 - the imported fixture
+    overlay_image,  # noqa: F811
+    tmp_path,
 ):
     preferred, pinned = unique_site("pinsge"), unique_site("pinslurm")
     logs = overlay.owned_directory(f"tsd-{pinned}-logs-", overlay.PILOT_USER, 0o755)
@@ -58,12 +63,17 @@ def test_a_job_pinned_to_a_site_runs_only_there(
     daemon = CobaldDaemon(config).start()
     session = None
     try:
-        wait_until(lambda: "demand" in daemon.log().lower() or not daemon.alive, 30,
-                   "the controller's first reading", daemon)
+        wait_until(
+            lambda: "demand" in daemon.log().lower() or not daemon.alive,
+            30,
+            "the controller's first reading",
+            daemon,
+        )
         session = overlay.PhysicistSession(1, pin_site=pinned)
         session.wait_for("scaled", 120)
-        wait_until(lambda: len(overlay.schedd_jobs()) == 1, 60, "the worker job in the schedd",
-                   daemon)
+        wait_until(
+            lambda: len(overlay.schedd_jobs()) == 1, 60, "the worker job in the schedd", daemon
+        )
         site_asked = overlay.condor("condor_q", overlay.SUBMIT_USER, "-af", "TardisSite")
         assert site_asked.split() == [pinned]
         # every second until the worker computed: a drone at SLURM, never one at Grid Engine
@@ -72,7 +82,8 @@ def test_a_job_pinned_to_a_site_runs_only_there(
         while result is None:
             assert not qstat.jobs(preferred), daemon.log()[-4000:]
             assert time.monotonic() < deadline, (
-                f"no result; the session said {session.seen}\n{daemon.log()[-4000:]}")
+                f"no result; the session said {session.seen}\n{daemon.log()[-4000:]}"
+            )
             assert daemon.alive, daemon.log()[-4000:]
             try:
                 result = session.wait_for("result", 1)

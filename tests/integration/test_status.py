@@ -36,8 +36,9 @@ async def test_status_joins_the_registry_and_the_scheduler(tmp_path, capsys):
         await register(tardis)
         # where the pilot says the drone is (drone-pilot.sh)
         location = {"site:Stat": 1, "machine-type:one": 1}
-        async with Worker(scheduler.address, nthreads=1, name="stat-1111111111",
-                          resources=location) as worker:
+        async with Worker(
+            scheduler.address, nthreads=1, name="stat-1111111111", resources=location
+        ) as worker:
             code = await asyncio.to_thread(main, ["status", str(config)])
             out = capsys.readouterr().out
             assert code == 0

@@ -34,9 +34,14 @@ def sge_section(logs: Path) -> dict:
         "MachineTypes": list(types),
         "MachineMetaData": {t: {"Cores": c, "Memory": 1, "Disk": 1} for t, c in types.items()},
         "MachineTypeConfiguration": {
-            t: {"StartupCommand": str(PILOT), "Queue": "all.q", "Walltime": "0:30:00",
-                "MemoryResource": "h_vmem", "LogDirectory": str(logs),
-                **({"ParallelEnvironment": "smp"} if types[t] > 1 else {})}
+            t: {
+                "StartupCommand": str(PILOT),
+                "Queue": "all.q",
+                "Walltime": "0:30:00",
+                "MemoryResource": "h_vmem",
+                "LogDirectory": str(logs),
+                **({"ParallelEnvironment": "smp"} if types[t] > 1 else {}),
+            }
             for t in types
         },
     }
@@ -49,8 +54,12 @@ def slurm_section(logs: Path) -> dict:
         "MachineTypes": ["sone"],
         "MachineMetaData": {"sone": {"Cores": 1, "Memory": 1, "Disk": 1}},
         "MachineTypeConfiguration": {
-            "sone": {"StartupCommand": str(PILOT), "Partition": "debug",
-                     "Walltime": "0:30:00", "LogDirectory": str(logs)}
+            "sone": {
+                "StartupCommand": str(PILOT),
+                "Partition": "debug",
+                "Walltime": "0:30:00",
+                "LogDirectory": str(logs),
+            }
         },
     }
 
@@ -58,13 +67,21 @@ def slurm_section(logs: Path) -> dict:
 @pytest.fixture
 def two_sites(sge, slurm, tmp_path):
     sge_name, slurm_name = unique_site("tsge"), unique_site("tslurm")
-    config, demand = unified_config(tmp_path, site=sge_name, adapter="SGE",
-                                    site_section=sge_section(tmp_path), quota=SGE_QUOTA)
+    config, demand = unified_config(
+        tmp_path, site=sge_name, adapter="SGE", site_section=sge_section(tmp_path), quota=SGE_QUOTA
+    )
     text = config.read_text()
-    loaded = yaml.safe_load(text.replace("!StaticDemand", "").replace(
-        "!TardisShellExecutor {}", "__SHELL_EXECUTOR__"))
-    loaded["tardis"]["Sites"].append({"name": slurm_name, "adapter": "SlurmBatch",
-                                      "quota": SLURM_QUOTA, "drone_heartbeat_interval": 2})
+    loaded = yaml.safe_load(
+        text.replace("!StaticDemand", "").replace("!TardisShellExecutor {}", "__SHELL_EXECUTOR__")
+    )
+    loaded["tardis"]["Sites"].append(
+        {
+            "name": slurm_name,
+            "adapter": "SlurmBatch",
+            "quota": SLURM_QUOTA,
+            "drone_heartbeat_interval": 2,
+        }
+    )
     loaded["tardis"][slurm_name] = slurm_section(tmp_path)
     loaded["tardis"][sge_name]["executor"] = "__SHELL_EXECUTOR__"
     loaded["pipeline"][0] = "__STATIC_DEMAND__"
@@ -99,16 +116,29 @@ def test_quotas_hold_overflow_goes_to_slurm_and_comes_back(two_sites):
     daemon.start()
     # 1-core drones of the smallest type: at most SGE_QUOTA at Grid Engine, the rest SLURM
     demand.write_text("4")
-    watch(sge_name, slurm_name, daemon, lambda a, b: (a, b) == (2, 2), 180,
-          "2 drones at Grid Engine and 2 at SLURM")
+    watch(
+        sge_name,
+        slurm_name,
+        daemon,
+        lambda a, b: (a, b) == (2, 2),
+        180,
+        "2 drones at Grid Engine and 2 at SLURM",
+    )
     # more than both quotas: nothing beyond them, for a while
     demand.write_text("10")
     end = time.monotonic() + 20
-    watch(sge_name, slurm_name, daemon, lambda a, b: time.monotonic() > end, 40,
-          "20 s at full quota")
+    watch(
+        sge_name, slurm_name, daemon, lambda a, b: time.monotonic() > end, 40, "20 s at full quota"
+    )
     # demand falls to what Grid Engine holds: SLURM's drones go first
     demand.write_text("2")
-    watch(sge_name, slurm_name, daemon, lambda a, b: (a, b) == (2, 0), 180,
-          "SLURM's drones gone, Grid Engine's kept")
+    watch(
+        sge_name,
+        slurm_name,
+        daemon,
+        lambda a, b: (a, b) == (2, 0),
+        180,
+        "SLURM's drones gone, Grid Engine's kept",
+    )
     demand.write_text("0")
     watch(sge_name, slurm_name, daemon, lambda a, b: (a, b) == (0, 0), 180, "no drones")

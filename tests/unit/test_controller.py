@@ -65,8 +65,9 @@ class ScriptedSource(DemandSource):
 
 
 def waiting(n, shape=WORKER, running=0, held=0):
-    return DemandSnapshot(waiting=Counter({shape: n}) if n else Counter(), running=running,
-                          held=held)
+    return DemandSnapshot(
+        waiting=Counter({shape: n}) if n else Counter(), running=running, held=held
+    )
 
 
 class Clock:
@@ -79,8 +80,14 @@ class Clock:
 
 def site_pool(*pools, site="physnet", clock=None, quotas=None):
     """The package's site pool above ``pools`` (each knows its machine type)."""
-    slots = [MachineTypeSlot(site=site, pool=pool, shape=MachineShape.from_meta_data(
-        pool.machine_type, SHAPES[pool.machine_type])) for pool in pools]
+    slots = [
+        MachineTypeSlot(
+            site=site,
+            pool=pool,
+            shape=MachineShape.from_meta_data(pool.machine_type, SHAPES[pool.machine_type]),
+        )
+        for pool in pools
+    ]
     return SitePool(*slots, quotas=quotas, **({"clock": clock} if clock else {}))
 
 
@@ -93,8 +100,7 @@ SHAPES = {
 def controller(pool, source, **kwargs):
     """The controller above the package's site pool, with a Logger in between."""
     top = site_pool(pool, clock=kwargs.get("clock"))
-    return DaskDemandController(Logger(top, name="idefix"), source=source, interval=1,
-                                **kwargs)
+    return DaskDemandController(Logger(top, name="idefix"), source=source, interval=1, **kwargs)
 
 
 async def test_a_burst_of_waiting_workers_is_served_in_one_step():
@@ -220,8 +226,14 @@ async def test_jobs_that_fit_no_machine_type_are_logged_not_counted(caplog):
 
 async def test_one_log_line_per_change_with_the_reason(caplog):
     pool = make_pool()
-    ctrl = controller(pool, ScriptedSource(waiting(4, running=2, held=1), waiting(4, running=2,
-                                           held=1), waiting(8, running=2, held=1)))
+    ctrl = controller(
+        pool,
+        ScriptedSource(
+            waiting(4, running=2, held=1),
+            waiting(4, running=2, held=1),
+            waiting(8, running=2, held=1),
+        ),
+    )
     with caplog.at_level(logging.INFO, logger="cobald.runtime.tardis_sge_dask.controller"):
         await ctrl.regulate()
         await ctrl.regulate()
@@ -234,8 +246,9 @@ async def test_one_log_line_per_change_with_the_reason(caplog):
 
 async def test_a_failing_source_keeps_the_last_good_demand_and_recovers(caplog):
     pool = make_pool()
-    source = ScriptedSource(waiting(8), DemandSourceError("schedd down"), RuntimeError("boom"),
-                            waiting(16))
+    source = ScriptedSource(
+        waiting(8), DemandSourceError("schedd down"), RuntimeError("boom"), waiting(16)
+    )
     ctrl = controller(pool, source)
     with caplog.at_level(logging.INFO, logger="cobald.runtime.tardis_sge_dask.controller"):
         await ctrl.regulate()
@@ -292,8 +305,9 @@ async def test_machine_types_default_to_the_pools_tardis_meta_data():
 
     from functools import partial
 
-    pool = ElasticFactoryPool(factory=partial(lambda site_agent: FakeDrone(8), site_agent=Agent()),
-                              interval=1)
+    pool = ElasticFactoryPool(
+        factory=partial(lambda site_agent: FakeDrone(8), site_agent=Agent()), interval=1
+    )
     top = SitePool(MachineTypeSlot(site="physnet", pool=pool))
     ctrl = DaskDemandController(top, source=ScriptedSource(waiting(5)), interval=1)
     await ctrl.regulate()

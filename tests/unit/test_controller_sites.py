@@ -24,8 +24,7 @@ def step_pools(pools):
 async def test_overflow_goes_to_the_next_site_and_returns_when_the_first_frees(caplog):
     site, pools = two_sites(quota_a=16, quota_b=40)
     source = ScriptedSource(DemandSnapshot(waiting=Counter({WORKER: 12})))
-    ctrl = DaskDemandController(Logger(site, name="admin"), source=source, interval=1,
-                                idle_time=0)
+    ctrl = DaskDemandController(Logger(site, name="admin"), source=source, interval=1, idle_time=0)
     with caplog.at_level(logging.INFO, logger="cobald.runtime"):
         await ctrl.regulate()
     step_pools(pools)

@@ -39,7 +39,9 @@ class Pool:
         self.commands.append(command)
         if not self.up:
             raise CommandExecutionFailure(
-                message="condor_status failed", exit_code=1, stdout="",
+                message="condor_status failed",
+                exit_code=1,
+                stdout="",
                 stderr="Error: communication error\nCEDAR:6001:Failed to connect to <cm:9618>",
             )
         if "-master" in command:
@@ -49,8 +51,16 @@ class Pool:
         else:
             # Machine Name State Activity TardisDroneUuid cpu_ratio memory_ratio
             stdout = "".join(
-                "\t".join([f"{uuid}.node", f"slot1@{uuid}@node", *rest.split("\t")[:2], uuid,
-                           *rest.split("\t")[2:]]) + "\n"
+                "\t".join(
+                    [
+                        f"{uuid}.node",
+                        f"slot1@{uuid}@node",
+                        *rest.split("\t")[:2],
+                        uuid,
+                        *rest.split("\t")[2:],
+                    ]
+                )
+                + "\n"
                 for uuid, rest in self.startds.items()
             )
         return AttributeDict(stdout=stdout, stderr="", exit_code=0)
@@ -60,17 +70,21 @@ class Pool:
 def pool(monkeypatch):
     pool = Pool()
     Configuration()._shared_state.clear()
-    Configuration().update_config({
-        "BatchSystem": {
-            "adapter": "HTCondorOverlay",
-            "max_age": 0,
-            "ratios": {"cpu_ratio": "Real(TotalSlotCpus-Cpus)/TotalSlotCpus",
-                       "memory_ratio": "Real(TotalSlotMemory-Memory)/TotalSlotMemory"},
-            "executor": pool,
-            "missing_grace": 300,
-        },
-        "Sites": [],
-    })
+    Configuration().update_config(
+        {
+            "BatchSystem": {
+                "adapter": "HTCondorOverlay",
+                "max_age": 0,
+                "ratios": {
+                    "cpu_ratio": "Real(TotalSlotCpus-Cpus)/TotalSlotCpus",
+                    "memory_ratio": "Real(TotalSlotMemory-Memory)/TotalSlotMemory",
+                },
+                "executor": pool,
+                "missing_grace": 300,
+            },
+            "Sites": [],
+        }
+    )
     now = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
     pool.clock = now
@@ -115,9 +129,7 @@ async def test_a_startd_gone_for_longer_than_the_grace_is_gone(pool, caplog):
     assert await adapter.get_allocation(DRONE) == 0.0
 
 
-async def test_a_daemon_started_during_an_outage_waits_instead_of_shutting_down(
-    pool, monkeypatch
-):
+async def test_a_daemon_started_during_an_outage_waits_instead_of_shutting_down(pool, monkeypatch):
     pool.up = False
     waits = []
 

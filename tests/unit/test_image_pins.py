@@ -60,8 +60,10 @@ GRID_TOOLS = {
     "gfal2 HTTP/WebDAV plugin": ("gfal2-plugin-http", "gfal2-all"),
     "gfal2 file plugin": ("gfal2-plugin-file", "gfal2-all"),
     "gfal2 Python bindings (the pilot's health check)": ("python3-gfal2", "python3-gfal2-util"),
-    "gfal-copy, gfal-ls, gfal-cat (tardis_sge_dask.grid)": ("gfal2-util-scripts",
-                                                            "gfal2-util-scripts"),
+    "gfal-copy, gfal-ls, gfal-cat (tardis_sge_dask.grid)": (
+        "gfal2-util-scripts",
+        "gfal2-util-scripts",
+    ),
     "XRootD client and its GSI plugin": ("xrootd-client", "xrootd-client"),
     "VOMS clients (voms-proxy-info, voms-proxy-init)": ("voms-clients", "voms-clients-cpp"),
 }
@@ -96,9 +98,17 @@ def test_image_self_test_checks_the_same_versions():
 def test_image_has_what_the_pilot_needs():
     text = DEFINITION.read_text()
     assert re.search(r"^From: almalinux:9\s*$", text, re.MULTILINE)
-    for package in ("condor", "gfal2-all", "gfal2-util-scripts", "python3-gfal2-util",
-                    "xrootd-client", "voms-clients-cpp", "ca-certificates", "tini",
-                    "epel-release"):
+    for package in (
+        "condor",
+        "gfal2-all",
+        "gfal2-util-scripts",
+        "python3-gfal2-util",
+        "xrootd-client",
+        "voms-clients-cpp",
+        "ca-certificates",
+        "tini",
+        "epel-release",
+    ):
         assert re.search(rf"(^|\s){re.escape(package)}(\s|$)", text), package
     assert "--set-enabled crb" in text
     assert "htcondor-release-current.el9" in text
@@ -126,12 +136,15 @@ def build_script_assignment(name: str) -> str:
 def test_test_image_reads_the_dask_version_from_setup_py():
     """One source of truth: the assignment in build.sh, run, yields setup.py's pin."""
     assignment = next(
-        line for line in TEST_IMAGE_BUILD.read_text().splitlines()
+        line
+        for line in TEST_IMAGE_BUILD.read_text().splitlines()
         if line.startswith("DASK_VERSION=")
     )
     version = subprocess.run(
         ["bash", "-c", f'REPO={ROOT}; {assignment}; printf %s "$DASK_VERSION"'],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert version == setup_py_dask_version()
     text = TEST_IMAGE_BUILD.read_text()
@@ -157,8 +170,7 @@ def test_the_two_images_install_the_same_tools():
 
 def test_the_htcondor_series_of_both_images_are_the_ones_documented():
     """They cannot be equal (Debian 13 packages 23.9); the difference is stated, not hidden."""
-    production = re.search(r"^\s*HTCONDOR_SERIES=(\S+)\s*$", DEFINITION.read_text(),
-                           re.MULTILINE)
+    production = re.search(r"^\s*HTCONDOR_SERIES=(\S+)\s*$", DEFINITION.read_text(), re.MULTILINE)
     assert production
     test_series = build_script_assignment("HTCONDOR_SERIES")
     readme = TEST_IMAGE_README.read_text()

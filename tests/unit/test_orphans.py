@@ -108,8 +108,14 @@ def sge_site(tmp_path, monkeypatch):
 def test_a_drone_job_is_named_after_its_site_and_ten_hex_digits():
     pattern = drone_name("PHYSnet")
     assert pattern.fullmatch("physnet-0123abcdef")
-    for other in ("physnet-0123abcde", "physnet-0123ABCDEF", "physnetx-0123abcdef",
-                  "physnet-old-0123abcdef", "xphysnet-0123abcdef", "physnet-0123abcdef0"):
+    for other in (
+        "physnet-0123abcde",
+        "physnet-0123ABCDEF",
+        "physnetx-0123abcdef",
+        "physnet-old-0123abcdef",
+        "xphysnet-0123abcdef",
+        "physnet-0123abcdef0",
+    ):
         assert not pattern.fullmatch(other), other
 
 
@@ -154,8 +160,12 @@ def test_status_lists_the_orphans_with_the_registered_drones(sge_site, capsys):
     assert main(["status", str(config)]) == 0
     captured = capsys.readouterr()
     rows = {line.split()[0]: line.split() for line in captured.out.splitlines()[1:-1]}
-    assert set(rows) == {*REGISTERED, "physnet-3333333333", "physnet-4444444444",
-                         "physnet-7777777777"}
+    assert set(rows) == {
+        *REGISTERED,
+        "physnet-3333333333",
+        "physnet-4444444444",
+        "physnet-7777777777",
+    }
     assert rows["physnet-4444444444"][1:4] == ["Orphan", "104", "PHYSnet"]
     assert captured.out.splitlines()[-1] == "5 drone(s): 1 Available, 1 Booting, 3 Orphan"
     assert f"tardis-sge-dask sweep {config} removes them" in captured.err

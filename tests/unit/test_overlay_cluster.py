@@ -83,8 +83,9 @@ def test_the_job_names_its_worker_as_the_worker_calls_itself():
     cluster's name; the drone publishes DaskWorkerName and `status` maps workers by it."""
     from tardis_sge_dask.dask.cluster import OverlayJob
 
-    job = OverlayJob(scheduler="tcp://127.0.0.1:8786", name="OverlayCluster-3", cores=1,
-                     memory="1GB", disk="1GB")
+    job = OverlayJob(
+        scheduler="tcp://127.0.0.1:8786", name="OverlayCluster-3", cores=1, memory="1GB", disk="1GB"
+    )
     script = job.job_script()
     assert 'MY.DaskWorkerName = "OverlayCluster-3"' in script
     assert "--name OverlayCluster-3" in script

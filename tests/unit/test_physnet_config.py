@@ -26,9 +26,7 @@ PHYSNET = Path(__file__).parent.parent.parent / "configs" / "physnet.yaml"
 RUN_SECONDS = 8
 
 # What only exists on the PHYSnet machines; everything else must pass the offline check.
-HOST_SPECIFIC = re.compile(
-    r"(db_file|client_keys\[\d+\]|known_hosts|StartupCommand)$"
-)
+HOST_SPECIFIC = re.compile(r"(db_file|client_keys\[\d+\]|known_hosts|StartupCommand)$")
 
 
 def executors(node: Any, path: str = "") -> list[tuple[str, Tagged]]:
@@ -99,8 +97,12 @@ def test_the_daemon_builds_the_physnet_pipeline_and_keeps_running(tmp_path):
     daemon = CobaldDaemon(local_copy(tmp_path)).start()
     try:
         # the controller asked the (stand-in) overlay schedd at least once
-        wait_until(lambda: "CondorQueueDemand" in daemon.log(), 60,
-                   "the controller to read its demand source", daemon)
+        wait_until(
+            lambda: "CondorQueueDemand" in daemon.log(),
+            60,
+            "the controller to read its demand source",
+            daemon,
+        )
         time.sleep(RUN_SECONDS)
         assert daemon.alive, daemon.log()[-4000:]
     finally:

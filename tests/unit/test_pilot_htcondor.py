@@ -102,8 +102,12 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
             PILOT_CHECK_GFAL2="false",  # this "image" is the host, which has no gfal2
         )
     pilot = subprocess.Popen(
-        ["bash", str(pilot_path())], env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ["bash", str(pilot_path())],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -127,9 +131,7 @@ def test_htcondor_mode_configures_the_startd_and_drains_it(tmp_path, container):
     assert "COLLECTOR_HOST = pool.example:9618" in config
     assert (record / "tokens").read_text().split() == ["drone.token"]
     assert "not-a-real-token" not in config + stdout + stderr
-    assert (record / "condor_off.args").read_text().split() == [
-        "-graceful", "-daemon", "master"
-    ]
+    assert (record / "condor_off.args").read_text().split() == ["-graceful", "-daemon", "master"]
     assert Path((record / "condor_off.config").read_text().strip()).name == "condor_config"
     if container == "retire":
         assert "retire time reached" in stdout and "draining the htcondor payload" in stdout

@@ -11,8 +11,9 @@ from .test_controller import FakeDrone
 
 
 def pool_with(*drones, interval=30):
-    return ElasticFactoryPool(*drones, factory=lambda: FakeDrone(8), interval=interval,
-                              machine_type="idefix.q")
+    return ElasticFactoryPool(
+        *drones, factory=lambda: FakeDrone(8), interval=interval, machine_type="idefix.q"
+    )
 
 
 def test_queued_drones_are_released_with_demand_zero():

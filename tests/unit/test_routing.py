@@ -67,8 +67,7 @@ def test_a_job_for_a_full_site_waits_there_and_never_goes_elsewhere():
     routing = route(jobs, census(quota_a=16))
     assert routing.needed == {("A", "idefix.q"): 2, ("A", "graphix.q"): 0, ("B", "batch"): 0}
     assert routing.waiting == Counter({JobShape(2, 7.45, site="A"): 4})
-    assert any("4 job(s) for A wait: its quota of 16 cores is full" in d
-               for d in routing.decisions)
+    assert any("4 job(s) for A wait: its quota of 16 cores is full" in d for d in routing.decisions)
 
 
 def test_a_job_for_the_second_site_goes_there_even_with_room_at_the_first():
@@ -95,10 +94,15 @@ def test_a_job_only_one_site_can_hold_goes_there_without_a_spill():
 
 
 def test_an_unknown_site_or_an_impossible_shape_is_unfit():
-    routing = route(Counter({JobShape(1, 1, site="CERN"): 2, JobShape(64, 500): 1,
-                             JobShape(8, 8, site="B"): 1}), census())
-    assert routing.unfit == Counter({JobShape(1, 1, site="CERN"): 2, JobShape(64, 500): 1,
-                                     JobShape(8, 8, site="B"): 1})
+    routing = route(
+        Counter(
+            {JobShape(1, 1, site="CERN"): 2, JobShape(64, 500): 1, JobShape(8, 8, site="B"): 1}
+        ),
+        census(),
+    )
+    assert routing.unfit == Counter(
+        {JobShape(1, 1, site="CERN"): 2, JobShape(64, 500): 1, JobShape(8, 8, site="B"): 1}
+    )
     assert any("no site 'CERN'" in d for d in routing.decisions)
 
 
@@ -138,7 +142,6 @@ def test_many_shapes_never_exceed_a_quota():
             jobs = Counter({shape: 3 for shape in shapes})
             c = census(quota_a=quota_a, quota_b=quota_b)
             routing = route(jobs, c)
-            at_a = (routing.needed[("A", "idefix.q")] * 8
-                    + routing.needed[("A", "graphix.q")] * 16)
+            at_a = routing.needed[("A", "idefix.q")] * 8 + routing.needed[("A", "graphix.q")] * 16
             assert at_a <= quota_a
             assert routing.needed[("B", "batch")] * 4 <= quota_b

@@ -22,8 +22,9 @@ BATCH = MachineShape("batch", 4, 16)
 
 
 def typed_pool(shape, *drones):
-    return ElasticFactoryPool(*drones, factory=lambda: FakeDrone(shape.cores), interval=1,
-                              machine_type=shape.name)
+    return ElasticFactoryPool(
+        *drones, factory=lambda: FakeDrone(shape.cores), interval=1, machine_type=shape.name
+    )
 
 
 def two_sites(quota_a=math.inf, quota_b=math.inf, a_drones=(), b_drones=()):
@@ -42,8 +43,13 @@ def two_sites(quota_a=math.inf, quota_b=math.inf, a_drones=(), b_drones=()):
 
 def cores_at(pools, site):
     """Cores of every drone that exists at ``site``, released ones included."""
-    return sum(drone.cores for (s, _), pool in pools.items() if s == site
-               for drone in pool.children if drone.demand > 0 or drone.supply > 0)
+    return sum(
+        drone.cores
+        for (s, _), pool in pools.items()
+        if s == site
+        for drone in pool.children
+        if drone.demand > 0 or drone.supply > 0
+    )
 
 
 def plan(**drones):

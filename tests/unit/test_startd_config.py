@@ -49,8 +49,7 @@ JOB_ADS = {
 
 def job_ad(role: str) -> classad2.ClassAd:
     """A fresh copy of the recorded ad of the job with this role (see the manifest)."""
-    return classad2.parseOne(JOB_ADS[MANIFEST["jobs"][role][0]].printOld(),
-                             classad2.ParserType.Old)
+    return classad2.parseOne(JOB_ADS[MANIFEST["jobs"][role][0]].printOld(), classad2.ParserType.Old)
 
 
 # dask-jobqueue workers: cores=2/memory="4GB" fits the tests' 4-core/8000 MB drone,
@@ -166,11 +165,13 @@ def test_a_drone_starts_exactly_the_jobs_the_controller_counts():
     machine = machine_ad(render_startd_config(settings()))
     start = classad2.ExprTree("START")
     counted = classad2.ExprTree(DEFAULT_CONSTRAINT)
-    verdicts = {job_id: (counted.eval(job), start.eval(machine, job))
-                for job_id, job in JOB_ADS.items()}
+    verdicts = {
+        job_id: (counted.eval(job), start.eval(machine, job)) for job_id, job in JOB_ADS.items()
+    }
     assert all(demand is accepted for demand, accepted in verdicts.values()), verdicts
     assert sorted(accepted for _, accepted in verdicts.values()) == [False] + [True] * (
-        len(JOB_ADS) - 1)  # the plain job is the one refused
+        len(JOB_ADS) - 1
+    )  # the plain job is the one refused
 
 
 def test_custom_start_expression_can_narrow_to_one_user_batch():
@@ -236,10 +237,15 @@ def test_the_image_configuration_is_read_first_and_jobs_get_the_drone_path():
     config = parse_config(text)
     assert config["STARTER_JOB_ENVIRONMENT"] == '"PATH=/opt/dask/bin:/usr/bin:/bin"'
     assert "UPDATE_INTERVAL = 20" in render_startd_config(settings(update_interval=20))
-    grid = parse_config(render_startd_config(settings(
-        job_path="/opt/dask/bin:/usr/bin", x509_user_proxy="/home/pilot/x509up",
-        x509_cert_dir="/etc/grid-security/certificates",
-    )))
+    grid = parse_config(
+        render_startd_config(
+            settings(
+                job_path="/opt/dask/bin:/usr/bin",
+                x509_user_proxy="/home/pilot/x509up",
+                x509_cert_dir="/etc/grid-security/certificates",
+            )
+        )
+    )
     assert grid["STARTER_JOB_ENVIRONMENT"] == (
         '"PATH=/opt/dask/bin:/usr/bin X509_USER_PROXY=/home/pilot/x509up'
         ' X509_CERT_DIR=/etc/grid-security/certificates"'

@@ -113,8 +113,11 @@ def test_the_workaround_is_idempotent_and_keeps_tls_working():
 
 def test_overlay_cluster_puts_the_workaround_in_place(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(
-            """
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
             import ssl
             from tardis_sge_dask.dask import OverlayCluster
             print(getattr(ssl.SSLSocket, "_tardis_sge_dask_clears_openssl_errors", False))
@@ -123,8 +126,12 @@ def test_overlay_cluster_puts_the_workaround_in_place(tmp_path):
             print(getattr(ssl.SSLSocket, "_tardis_sge_dask_clears_openssl_errors", False))
             cluster.close()
             """
-        )],
-        capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path,
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
     ).stdout.split()
     assert out == ["False", "True"]
-

@@ -51,8 +51,9 @@ class WorkerArrivals(SchedulerPlugin):
 
     def add_worker(self, scheduler: object, worker: str) -> None:
         state = scheduler.workers.get(worker)  # type: ignore[attr-defined]
-        record(self.path, "worker", address=worker,
-               name=str(state.name) if state is not None else None)
+        record(
+            self.path, "worker", address=worker, name=str(state.name) if state is not None else None
+        )
 
 
 def slow_round(client: Client, seconds: float, tasks: int) -> None:
@@ -70,8 +71,11 @@ def slow_round(client: Client, seconds: float, tasks: int) -> None:
         time.sleep(0.2)
     say("slow-started", processing={k: len(v) for k, v in client.processing().items()})
     results = client.gather(futures)
-    say("slow-result", squares=[value for value, _ in results],
-        workers=sorted({worker for _, worker in results}))
+    say(
+        "slow-result",
+        squares=[value for value, _ in results],
+        workers=sorted({worker for _, worker in results}),
+    )
 
 
 def grid_summary(source: str, destination: str) -> dict:
@@ -88,8 +92,7 @@ def grid_summary(source: str, destination: str) -> dict:
     data = grid.read_bytes(source)
     summary = f"{len(data.split())} words, sha256 {hashlib.sha256(data).hexdigest()}\n"
     grid.write_bytes(destination, summary.encode())
-    return {"proxy": grid.proxy(), "summary": summary,
-            "cert_dir": os.environ.get("X509_CERT_DIR")}
+    return {"proxy": grid.proxy(), "summary": summary, "cert_dir": os.environ.get("X509_CERT_DIR")}
 
 
 def main() -> int:
@@ -99,8 +102,9 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for workers")
     parser.add_argument("--site", default=None)
     parser.add_argument("--pin-site", default=None, help="OverlayCluster(site=...)")
-    parser.add_argument("--events", default=None,
-                        help="append timestamped events to this file (benchmarks)")
+    parser.add_argument(
+        "--events", default=None, help="append timestamped events to this file (benchmarks)"
+    )
     args = parser.parse_args()
 
     # only this run's drones: a drone left over from another run must not take our jobs
@@ -151,8 +155,12 @@ def main() -> int:
                 elif command[0] == "sum":
                     say("sum", total=int((da.arange(1_000_000, chunks=50_000) * 2).sum().compute()))
                 elif command[0] == "grid":
-                    say("grid", **client.submit(grid_summary, command[1], command[2],
-                                                pure=False).result(timeout=300))
+                    say(
+                        "grid",
+                        **client.submit(grid_summary, command[1], command[2], pure=False).result(
+                            timeout=300
+                        ),
+                    )
     finally:
         cluster.close()
         say("closed")
