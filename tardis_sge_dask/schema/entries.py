@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import validator
 from tardis.interfaces.siteadapter import SiteConfigurationModel
 
-from .types import PlainName
+from .types import plain_name
 
 
 class SiteEntry(SiteConfigurationModel):
@@ -31,7 +31,7 @@ class SiteEntry(SiteConfigurationModel):
 
     @validator("name", pre=True)
     def _plain_name(cls, value: Any) -> str:  # noqa: N805
-        return PlainName.validate(value)
+        return plain_name(value)
 
     @validator("quota", pre=True)
     def _whole_cores(cls, value: Any) -> Any:  # noqa: N805

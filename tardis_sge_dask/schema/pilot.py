@@ -25,8 +25,9 @@ __all__ = ["DEFAULT_LIFETIME_MARGIN", "PilotEnvironment", "walltime_problem"]
 
 
 def _env(default: Any = None, help: str = "", doc_default: str | None = None) -> Any:
-    extra = {} if doc_default is None else {"doc_default": doc_default}
-    return Field(default, description=help, **extra)
+    if doc_default is None:
+        return Field(default, description=help)
+    return Field(default, description=help, doc_default=doc_default)
 
 
 class PilotEnvironment(Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Mapping
 from typing import ClassVar
 
 from pydantic import Field, validator
@@ -18,6 +19,7 @@ from pydantic import Field, validator
 from .base import Section
 from .pilot import PilotEnvironment, walltime_problem
 from .types import (
+    AtLeastOne,
     Environment,
     Executor,
     Flag,
@@ -28,8 +30,8 @@ from .types import (
     Text,
     TextList,
     Walltime,
+    WholeNonNegative,
     WholePositive,
-    number,
 )
 
 #: PATH of a SLURM job (and of sbatch) under ``Export: clean``
@@ -87,7 +89,7 @@ class SlurmMachineType(BatchMachineType):
     QOS: Text | None = Field(None, description="sbatch --qos")
     StopSignal: Text = Field("USR2", description="the signal that asks the pilot to drain")
     StopGrace: NonNegative = Field(300, description="seconds from StopSignal to scancel")
-    WarningTime: number(minimum=0, whole=True) = Field(  # type: ignore[valid-type]
+    WarningTime: WholeNonNegative = Field(
         300, description="seconds before the time limit at which the pilot is warned"
     )
     RequestMemory: Flag = Field(True, description="sbatch --mem from MachineMetaData")
@@ -133,7 +135,9 @@ class SiteSection(Section):
     MachineMetaData: dict[PlainName, MachineMetaData] = Field(
         ..., description="Cores, Memory (GB) and Disk (GB) of one drone of each type"
     )
-    MachineTypeConfiguration: dict[PlainName, MachineType] = Field(
+    # a Mapping, so that each adapter's section narrows it to its own machine type (and
+    # Local to an entry left empty, which machine_type() fills with the defaults)
+    MachineTypeConfiguration: Mapping[PlainName, MachineType | None] = Field(
         {},
         description="the submission keys of each machine type",
         doc_default="one per machine type (Local: optional)",
@@ -144,9 +148,7 @@ class SiteSection(Section):
     # TARDIS's AsyncBulkCall refuses a window of 0 at its first use, deep inside a drone
     bulk_size: WholePositive = Field(100, description="drones whose status one listing serves")
     bulk_delay: Positive = Field(1.0, description="seconds a listing waits to serve more drones")
-    command_timeout: number(minimum=1) = Field(  # type: ignore[valid-type]
-        60, description="seconds a batch-system command may take"
-    )
+    command_timeout: AtLeastOne = Field(60, description="seconds a batch-system command may take")
     accounting_grace: NonNegative = Field(
         30, description="seconds a job may be missing from listing and accounting"
     )
@@ -155,7 +157,7 @@ class SiteSection(Section):
         """The machine type's keys (defaults where it may leave them all out)."""
         entry = self.MachineTypeConfiguration.get(name)
         if entry is None and self.machine_configuration_optional:
-            return self.machine_type_schema()
+            return self.machine_type_schema.parse_obj({})
         return entry
 
     def problems(self) -> list[KeyProblem]:

@@ -2,13 +2,17 @@
 
 pydantic's own coercion is too lenient for a configuration (``2.5`` cores became ``2``,
 ``"yes"`` became true), so every type here accepts only what the adapters really read.
+
+Each type is a validator class for pydantic and, to a type checker, the plain value the
+validator returns (a field ``Cores: WholePositive`` holds an ``int``), as pydantic's own
+constrained types do: code that reads a section then needs no casts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..sites.settings import SiteConfigError, parse_walltime
 from ..sites.values import control_character_problem
@@ -79,16 +83,29 @@ class Number(_Type):
         return value
 
 
-def number(*, minimum: float | None = None, above: float | None = None, whole: bool = False):
-    return type("Number", (Number,), {"minimum": minimum, "above": above, "whole": whole})
+class _NonNegative(Number):
+    minimum = 0
 
 
-NonNegative = number(minimum=0)
-Positive = number(above=0)
-WholePositive = number(minimum=1, whole=True)
+class _AtLeastOne(Number):
+    minimum = 1
 
 
-class Flag(_Type):
+class _Positive(Number):
+    above = 0
+
+
+class _WholeNonNegative(Number):
+    minimum = 0
+    whole = True
+
+
+class _WholePositive(Number):
+    minimum = 1
+    whole = True
+
+
+class _Flag(_Type):
     @classmethod
     def validate(cls, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -96,7 +113,7 @@ class Flag(_Type):
         return value
 
 
-class Text(_Type):
+class _Text(_Type):
     """A non-empty scalar that may reach a command line: no control characters."""
 
     @classmethod
@@ -109,18 +126,18 @@ class Text(_Type):
         return str(value)
 
 
-class PlainName(_Type):
+class _PlainName(_Type):
     """A site or machine-type name: it becomes a job name, a queue or a ``-v`` value."""
 
     @classmethod
     def validate(cls, value: Any) -> str:
-        text = Text.validate(value)
+        text = _Text.validate(value)
         if any(char in text for char in SEPARATORS):
             raise ValueError(f"must not contain a comma, a newline or a CR: {text!r}")
         return text
 
 
-class TextList(_Type):
+class _TextList(_Type):
     @classmethod
     def validate(cls, value: Any) -> list[str]:
         if isinstance(value, str) or not isinstance(value, list | tuple):
@@ -128,13 +145,13 @@ class TextList(_Type):
         items = []
         for index, item in enumerate(value):
             try:
-                items.append(Text.validate(item))
+                items.append(_Text.validate(item))
             except ValueError as err:
                 raise ValueError(f"item {index}: {err}") from None
         return items
 
 
-class Walltime(_Type):
+class _Walltime(_Type):
     """Seconds, or ``[[H:]M:]S``; parsed by the same function the adapters use."""
 
     @classmethod
@@ -145,7 +162,7 @@ class Walltime(_Type):
             raise ValueError(err.problem) from None
 
 
-class Address(_Type):
+class _Address(_Type):
     @classmethod
     def validate(cls, value: Any) -> str:
         if not isinstance(value, str) or "://" not in value:
@@ -164,7 +181,7 @@ EXECUTOR_TAGS = (
 )
 
 
-class Executor(_Type):
+class _Executor(_Type):
     """``!TardisShellExecutor {}`` / ``!TardisSSHExecutor {...}`` in a file, the built
     executor in the daemon."""
 
@@ -181,7 +198,7 @@ class Executor(_Type):
         raise ValueError(f"not an executor: {value!r}")
 
 
-class Environment(_Type):
+class _Environment(_Type):
     """``NAME: value`` for the job script; the pilot's own rules apply to the merged one."""
 
     @classmethod
@@ -194,3 +211,38 @@ class Environment(_Type):
 
         names = PilotEnvironment.plain_values(value)
         return names
+
+
+def plain_name(value: Any) -> str:
+    """``value`` as a site or machine-type name, or ValueError (for other models' fields)."""
+    return _PlainName.validate(value)
+
+
+if TYPE_CHECKING:
+    NonNegative = float
+    AtLeastOne = float
+    Positive = float
+    WholeNonNegative = int
+    WholePositive = int
+    Flag = bool
+    Text = str
+    PlainName = str
+    TextList = list[str]
+    Walltime = int
+    Address = str
+    Executor = Any
+    Environment = dict[str, str]
+else:
+    NonNegative = _NonNegative
+    AtLeastOne = _AtLeastOne
+    Positive = _Positive
+    WholeNonNegative = _WholeNonNegative
+    WholePositive = _WholePositive
+    Flag = _Flag
+    Text = _Text
+    PlainName = _PlainName
+    TextList = _TextList
+    Walltime = _Walltime
+    Address = _Address
+    Executor = _Executor
+    Environment = _Environment
