@@ -109,6 +109,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         self._missing_since: dict[str, float] = {}
         self._last_state: dict[str, str] = {}
         self._adoptable: dict[str, str] | None = None
+        #: drones whose job id the batch system gave to another job (logged once each)
+        self._lost_to_reuse: set[str] = set()
 
     # ------------------------------------------------------------------ dialect
     @abstractmethod
@@ -240,6 +242,10 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             job_id = job.job_id
         job_id = str(job_id)
         job = jobs.get(job_id)
+        if job is not None and self._taken_by_another(job, resource_attributes):
+            return AttributeDict(
+                remote_resource_uuid=job_id, resource_status=ResourceStatus.Deleted
+            )
         if job is None:
             status = await self._status_of_missing(job_id, resource_attributes)
             return AttributeDict(remote_resource_uuid=job_id, resource_status=status)
@@ -263,6 +269,30 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             )
             self._last_state[job_id] = job.state
         return AttributeDict(remote_resource_uuid=job_id, resource_status=status)
+
+    def _taken_by_another(self, job: JobInfo, resource_attributes: AttributeDict) -> bool:
+        """Whether the drone's job id now names another job: its own job is gone for good.
+
+        Job names are drone uuids (see :meth:`_adopt`). A controller killed uncleanly
+        (slurmctld, sge_qmaster) may forget the jobs it accepted last and hand their ids
+        out again; the job listed under the drone's id then belongs to someone else, and
+        taking its state (or its accounting record, asked by the same id) for the drone's
+        would keep a lost drone alive on another job. A listing without names (an empty
+        name) cannot tell, and is believed as before.
+        """
+        drone_uuid = resource_attributes.get("drone_uuid")
+        if not job.name or not drone_uuid or job.name == drone_uuid:
+            return False
+        if drone_uuid not in self._lost_to_reuse:
+            self._lost_to_reuse.add(drone_uuid)
+            logger.warning(
+                "%s: that job id now belongs to a job named %r, not to this drone: %s"
+                " reused the id after losing the drone's own job; the drone is gone",
+                self.describe(resource_attributes),
+                job.name,
+                self.batch_system,
+            )
+        return True
 
     async def _status_of_missing(
         self, job_id: str, resource_attributes: AttributeDict

@@ -239,11 +239,29 @@ async def test_listed_job_reports_its_state(pilot):
     executor = RecordingExecutor({"qstat": (SGE / "qstat-states.xml").read_text()})
     adapter = adapter_with(pilot, executor=executor)
     assert (
-        await adapter.resource_status(drone(job_id="3"))
+        await adapter.resource_status(drone("fx-held", job_id="3"))
     ).resource_status is ResourceStatus.Booting
     assert (
-        await adapter.resource_status(drone(job_id="9"))
+        await adapter.resource_status(drone("fx-dr", job_id="9"))
     ).resource_status is ResourceStatus.Running
+
+
+async def test_a_job_id_the_qmaster_gave_to_another_job_is_not_the_drones(pilot, caplog):
+    # a qmaster killed uncleanly forgets its last jobs and hands their ids out again: the
+    # drone whose job 3 was lost must not take the new job 3 (named fx-held) for its own,
+    # neither its state nor, by the same id, its accounting record
+    executor = RecordingExecutor({"qstat": (SGE / "qstat-states.xml").read_text()})
+    adapter = adapter_with(pilot, executor=executor)
+    lost = drone("testsite-0123456789", job_id="3")
+    assert (await adapter.resource_status(lost)).resource_status is ResourceStatus.Deleted
+    assert (await adapter.resource_status(lost)).resource_status is ResourceStatus.Deleted
+    owner = drone("fx-held", job_id="3")
+    assert (await adapter.resource_status(owner)).resource_status is ResourceStatus.Booting
+    assert not [command for command, _ in executor.commands if not command.startswith("qstat")]
+    warnings = [r.getMessage() for r in caplog.records if "reused the id" in r.getMessage()]
+    assert len(warnings) == 1  # once per drone, not at every heartbeat
+    assert "testsite-0123456789" in warnings[0] and "job 3" in warnings[0]
+    assert "'fx-held'" in warnings[0]
 
 
 async def test_finished_job_is_found_in_the_accounting(pilot):
@@ -290,8 +308,8 @@ async def test_one_listing_per_bulk_window_for_all_drones_and_machine_types(pilo
     small = make_adapter(SGEAdapter, "SGE", section)
     large = SGEAdapter(machine_type="large", site_name="testsite")
     await asyncio.gather(
-        *(small.resource_status(drone(job_id="2")) for _ in range(40)),
-        *(large.resource_status(drone(job_id="7")) for _ in range(40)),
+        *(small.resource_status(drone("fx-run", job_id="2")) for _ in range(40)),
+        *(large.resource_status(drone("fx-pe", job_id="7")) for _ in range(40)),
     )
     assert [command for command, _ in executor.commands] == ["qstat -xml"]
 
@@ -496,11 +514,11 @@ def test_the_real_empty_answer_is_read_as_no_jobs(pilot):
 class FakeDrone:
     """What TARDIS's ShutDownState and CleanupState use of a drone."""
 
-    def __init__(self, adapter, job_id: str):
+    def __init__(self, adapter, job_id: str, uuid: str):
         from tardis.agents.siteagent import SiteAgent
 
         self.site_agent = SiteAgent(adapter)
-        self.resource_attributes = drone(job_id=job_id)
+        self.resource_attributes = drone(uuid, job_id=job_id)
         self.minimum_lifetime = None
         self.states: list[str] = []
 
@@ -525,8 +543,9 @@ async def test_a_failed_login_while_stopping_a_drone_is_retried_not_fatal(pilot,
 
     qstat = (SGE / "qstat-states.xml").read_text()
     state = getattr(dronestates, state_name)
-    job = "2" if state_name == "ShutDownState" else "3"  # running / queued
+    # running / queued
+    job, name = ("2", "fx-run") if state_name == "ShutDownState" else ("3", "fx-held")
     adapter = adapter_with(pilot, executor=RecordingExecutor({"qstat": qstat, "qdel": error}))
-    fake = FakeDrone(adapter, job)
+    fake = FakeDrone(adapter, job, name)
     await state.run(fake)
     assert fake.states == [state_name]  # the same state again: retried at the next heartbeat

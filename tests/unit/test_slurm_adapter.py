@@ -280,8 +280,26 @@ async def test_listed_job_reports_its_state(pilot):
         ("fx-suspended", ResourceStatus.Stopped),
         ("fx-failed", ResourceStatus.Deleted),
     ]:
-        assert (await adapter.resource_status(drone(job_id=ids[name]))).resource_status is status
+        assert (
+            await adapter.resource_status(drone(name, job_id=ids[name]))
+        ).resource_status is status
     assert executor.commands[0][0] == "squeue --noheader --states=all --me '--format=%i|%T|%j'"
+
+
+async def test_a_job_id_slurmctld_gave_to_another_job_is_not_the_drones(pilot, caplog):
+    # measured on SLURM 22.05: slurmctld killed with SIGKILL forgot a drone's job 150 and
+    # gave 150 to the next submission; the lost drone must not take that job for its own
+    ids = listed_ids()
+    executor = RecordingExecutor({"squeue": fixture("squeue-states.txt"), "sacct": sacct_answer})
+    adapter = adapter_with(pilot, executor=executor)
+    lost = drone("testsite-0123456789", job_id=ids["fx-running"])
+    assert (await adapter.resource_status(lost)).resource_status is ResourceStatus.Deleted
+    owner = drone("fx-running", job_id=ids["fx-running"])
+    assert (await adapter.resource_status(owner)).resource_status is ResourceStatus.Running
+    assert [command.split()[0] for command, _ in executor.commands] == ["squeue"]
+    (warning,) = [r.getMessage() for r in caplog.records if "reused the id" in r.getMessage()]
+    assert f"testsite-0123456789 (testsite/small, slurm job {ids['fx-running']})" in warning
+    assert "'fx-running'" in warning
 
 
 def sacct_answer(command: str) -> str:
@@ -349,8 +367,8 @@ async def test_one_listing_per_bulk_window_for_all_drones_and_machine_types(pilo
     small = make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
     large = SlurmBatchAdapter(machine_type="large", site_name="testsite")
     await asyncio.gather(
-        *(small.resource_status(drone(job_id=ids["fx-running"])) for _ in range(40)),
-        *(large.resource_status(drone(job_id=ids["fx-held"])) for _ in range(40)),
+        *(small.resource_status(drone("fx-running", job_id=ids["fx-running"])) for _ in range(40)),
+        *(large.resource_status(drone("fx-held", job_id=ids["fx-held"])) for _ in range(40)),
     )
     assert [command.split()[0] for command, _ in executor.commands] == ["squeue"]
 
@@ -424,8 +442,8 @@ async def test_a_drone_that_ends_within_the_grace_is_not_cancelled(pilot):
     executor = ScancelRecorder(listing=fixture("squeue-states.txt"))
     adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.3)
     job_id = ids["fx-completed"]
-    await adapter.stop_resource(drone(job_id=job_id))
-    status = await adapter.resource_status(drone(job_id=job_id))
+    await adapter.stop_resource(drone("fx-completed", job_id=job_id))
+    status = await adapter.resource_status(drone("fx-completed", job_id=job_id))
     assert status.resource_status is ResourceStatus.Deleted
     await asyncio.sleep(0.6)
     assert executor.scancels() == [f"scancel --state=RUNNING --batch --signal=USR2 {job_id}"]
@@ -436,13 +454,13 @@ async def test_a_failed_kill_after_the_grace_is_retried_on_the_next_status(pilot
     executor = ScancelRecorder(listing=fixture("squeue-states.txt"), fail_kills=1)
     adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=0.1)
     job_id = ids["fx-running"]
-    await adapter.stop_resource(drone(job_id=job_id))
+    await adapter.stop_resource(drone("fx-running", job_id=job_id))
     await asyncio.sleep(0.4)  # the kill task ran and failed (slurmctld away)
     assert executor.scancels()[-1] == f"scancel {job_id}"
-    status = await adapter.resource_status(drone(job_id=job_id))
+    status = await adapter.resource_status(drone("fx-running", job_id=job_id))
     assert status.resource_status is ResourceStatus.Running
     assert executor.scancels().count(f"scancel {job_id}") == 2
-    await adapter.resource_status(drone(job_id=job_id))
+    await adapter.resource_status(drone("fx-running", job_id=job_id))
     assert executor.scancels().count(f"scancel {job_id}") == 2
 
 
@@ -451,8 +469,8 @@ async def test_stopping_a_pending_drone_cancels_it_at_once(pilot):
     executor = ScancelRecorder(listing=fixture("squeue-states.txt"))
     adapter = adapter_with(pilot, executor=executor, site_keys=NO_DELAY, StopGrace=3600)
     job_id = ids["fx-held"]
-    await adapter.resource_status(drone(job_id=job_id))
-    await adapter.stop_resource(drone(job_id=job_id))
+    await adapter.resource_status(drone("fx-held", job_id=job_id))
+    await adapter.stop_resource(drone("fx-held", job_id=job_id))
     assert executor.scancels() == [f"scancel {job_id}"]
 
 
@@ -547,7 +565,7 @@ async def test_a_failed_login_while_stopping_is_the_retried_failure_tardis_catch
     denied = TardisAuthError("Keyboard interactive authentication failed: Unexpected Prompt")
     executor = RecordingExecutor({"squeue": fixture("squeue-states.txt"), "scancel": denied})
     adapter = adapter_with(pilot, executor=executor)
-    running = drone(job_id=ids["fx-running"])
+    running = drone("fx-running", job_id=ids["fx-running"])
     await adapter.resource_status(running)  # known to run: stop sends the warning signal
     # TARDIS's ShutDownState and CleanupState catch this one and retry; not TardisAuthError
     with pytest.raises(TardisResourceStatusUpdateFailed):
