@@ -29,7 +29,7 @@ from cobald.decorator.logger import Logger
 from tardis.agents.batchsystemagent import BatchSystemAgent
 from tardis.agents.siteagent import SiteAgent
 from tardis.configuration.configuration import Configuration
-from tardis.resources.poolfactory import create_drone, get_drones_to_restore, load_plugins
+from tardis.resources.poolfactory import create_drone, get_drones_to_restore
 
 from .demand.packing import MachineShape
 from .pool import ElasticFactoryPool
@@ -39,6 +39,7 @@ from .registry import (
     TARDIS_BATCH_SYSTEMS,
     TARDIS_SITE_ADAPTERS,
 )
+from .registry_plugin import load_plugins
 from .sitepool import MachineTypeSlot, SitePool
 from .sites.settings import SiteConfigError
 from .startup import refuse_site_config_error, validate_daemon_configuration
@@ -91,7 +92,7 @@ def _create_composite_pool(configuration: str | None, interval: float) -> SitePo
     batch_system_agent = BatchSystemAgent(
         batch_system_adapter=batch_system_adapter_class(batch_system.adapter)()
     )
-    plugins = load_plugins()
+    plugins = load_plugins()  # TARDIS's, with a registry surviving a reused job id
 
     slots: list[MachineTypeSlot] = []
     quotas: dict[str, float] = {}
