@@ -37,7 +37,7 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
 
 
 class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         # The daemon's loader keeps the last of two equal keys: a second idefix entry
         # silently sent idefix drones to obelix.q. Refuse it here, where check and the
         # daemon's start-up validation read the file.
@@ -64,8 +64,10 @@ def _construct_tagged(loader: _Loader, suffix: str, node: yaml.Node) -> Tagged:
         value: Any = loader.construct_mapping(node, deep=True)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
-    else:
+    elif isinstance(node, yaml.ScalarNode):
         value = loader.construct_scalar(node)
+    else:  # YAML has no fourth kind of node
+        raise TypeError(f"not a YAML node: {node!r}")
     return Tagged(suffix, value)
 
 

@@ -86,8 +86,8 @@ def create_composite_pool(configuration: str | None = None, interval: float = 10
         raise
 
 
-def _create_composite_pool(configuration: str | None, interval: float) -> SitePool:
-    configuration = Configuration(configuration)
+def _create_composite_pool(configuration_file: str | None, interval: float) -> SitePool:
+    configuration = Configuration(configuration_file)
     batch_system = configuration.BatchSystem
     batch_system_agent = BatchSystemAgent(
         batch_system_adapter=batch_system_adapter_class(batch_system.adapter)()

@@ -55,7 +55,8 @@ class SiteAdapterEntry:
 
     @property
     def startup_command_required(self) -> bool:
-        return keys(self.schema.machine_type_schema)["StartupCommand"].required
+        # pydantic types ``required`` as "bool or not yet known"; a built model knows
+        return keys(self.schema.machine_type_schema)["StartupCommand"].required is True
 
     def load(self) -> type:
         return load_reference(self.reference)

@@ -195,7 +195,10 @@ class SitePool(CompositePool):
     # ---- from a plan to each machine type's demand ------------------------------------
     def fit(self, plan: Plan, total: float, census: Census) -> dict[SlotKey, int]:
         """The plan's drones, trimmed or filled up to ``total`` cores."""
-        shapes = {slot.key: slot.shape for slot in self.slots}
+        shapes: dict[SlotKey, MachineShape] = {}
+        for slot in self.slots:
+            assert slot.shape is not None  # __post_init__ sets it
+            shapes[slot.key] = slot.shape
         drones = {key: max(0, int(plan.drones.get(key, 0))) for key in shapes}
 
         def cores() -> float:

@@ -89,6 +89,12 @@ class OverlayJob(HTCondorJob):
         self,
         scheduler: str | None = None,
         name: str | None = None,
+        # HTCondorJob's positional parameters, kept: dask-jobqueue builds a cluster's
+        # job_cls as it would build an HTCondorJob
+        disk: str | None = None,
+        config_name: str | None = None,
+        submit_command_extra: list[str] | None = None,
+        cancel_command_extra: list[str] | None = None,
         *,
         contact_address: str | None = None,
         lifetime: str | None = None,
@@ -114,7 +120,16 @@ class OverlayJob(HTCondorJob):
             extra += ["--nanny-port", str(nanny_ports)]
         # behind NAT the scheduler's own address is not what the drone can reach
         scheduler = contact_address or _config("contact-address") or scheduler
-        super().__init__(scheduler, name, worker_extra_args=extra, **kwargs)
+        super().__init__(
+            scheduler,
+            name,
+            disk,
+            config_name,
+            submit_command_extra,
+            cancel_command_extra,
+            worker_extra_args=extra,
+            **kwargs,
+        )
 
         requirement = DRONE_REQUIREMENT
         if site:

@@ -40,6 +40,7 @@ def demo_config(
     old = str(batch_system["scheduler_address"])
     document = _replace_strings(document, old, scheduler)
     tardis = tardis_section(document)
+    assert tardis is not None  # replacing strings keeps the document's shape
     tardis.setdefault("Plugins", {})["SqliteRegistry"] = {"db_file": str(workdir / "drones.db")}
     pipeline = document.get("pipeline")
     if not isinstance(pipeline, list) or len(pipeline) < 2:

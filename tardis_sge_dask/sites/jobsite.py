@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -183,7 +183,7 @@ class JobScriptSiteAdapter(SiteAdapter):
         )
 
     @contextmanager
-    def handle_exceptions(self) -> Iterable[None]:
+    def handle_exceptions(self) -> Iterator[None]:
         # Only the TARDIS exceptions below leave a drone's state alive; anything else
         # aborts the whole daemon (docs/maintainers.md, "What TARDIS survives"), so
         # everything unexpected is retried.
