@@ -145,9 +145,12 @@ class SiteSection(Section):
     JobEnvironment: Environment = Field(
         {}, description="NAME: value exported at the top of every job script of the site"
     )
-    # TARDIS's AsyncBulkCall refuses a window of 0 at its first use, deep inside a drone
-    bulk_size: WholePositive = Field(100, description="drones whose status one listing serves")
-    bulk_delay: Positive = Field(1.0, description="seconds a listing waits to serve more drones")
+    listing_max_age: NonNegative = Field(
+        10, description="seconds one job listing of the site answers every drone's status"
+    )
+    # accepted so older configurations still load; the cached listing has no window size
+    bulk_size: WholePositive = Field(100, description="ignored (was: drones per listing)")
+    bulk_delay: Positive = Field(1.0, description="ignored (was: seconds a listing waited)")
     command_timeout: AtLeastOne = Field(60, description="seconds a batch-system command may take")
     accounting_grace: NonNegative = Field(
         30, description="seconds a job may be missing from listing and accounting"

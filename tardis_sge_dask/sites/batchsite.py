@@ -6,8 +6,8 @@ settings and the job script are :mod:`.jobsite`'s, shared with the Local adapter
 
 * commands are argv lists joined with :func:`shlex.join`, so no configuration value or
   drone field ever reaches a shell unquoted; the job script travels on stdin;
-* status is one listing of the user's jobs per bulk window, shared by every machine type
-  of a site, never one call per drone;
+* status is one listing of the user's jobs per ``listing_max_age``, shared by every
+  machine type of a site, never one call per drone (:mod:`.listing`);
 * a job that left the listing is looked up in the accounting (with a grace period,
   because accounting records appear late) to tell "finished" from "not yet recorded";
 * every failure maps to an exception TARDIS survives (docs/maintainers.md, "What TARDIS
@@ -29,12 +29,12 @@ from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.executor import Executor
 from tardis.interfaces.siteadapter import ResourceStatus
-from tardis.utilities.asyncbulkcall import AsyncBulkCall
 from tardis.utilities.attributedict import AttributeDict
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
 from .jobscript import JobScriptError
 from .jobsite import JobScriptSiteAdapter, retried_when_stopping
+from .listing import SiteJobListing
 from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
@@ -66,41 +66,24 @@ class AccountingRecord:
     detail: str = ""
 
 
-class _SiteJobListing:
-    """One bulk status call per window for all drones of a site (all machine types)."""
-
-    def __init__(self, adapter: BatchSiteAdapter, size: int, delay: float):
-        self._adapter = adapter
-        self._bulk: AsyncBulkCall = AsyncBulkCall(self._list_jobs, size=size, delay=delay)
-        self.calls = 0
-
-    async def _list_jobs(self, *drones: AttributeDict) -> list[dict[str, JobInfo]]:
-        self.calls += 1
-        jobs = self._adapter.parse_listing(await self._adapter.run(self._adapter.listing_command()))
-        return [jobs] * len(drones)
-
-    async def __call__(self, drone: AttributeDict) -> dict[str, JobInfo]:
-        return await self._bulk(drone)
-
-
 class BatchSiteAdapter(JobScriptSiteAdapter):
     """A TARDIS site adapter for a batch system; subclasses supply the dialect.
 
     The batch-command layer over :class:`JobScriptSiteAdapter`: the site's executor, one
-    listing per bulk window, the accounting of jobs gone from it, removal by command.
+    cached listing per site, the accounting of jobs gone from it, removal by command.
     """
 
     expected_errors = (OutputError, JobScriptError)
     #: per-site shared job listings, keyed by (adapter class, site name)
-    _listings: ClassVar[dict[tuple[type, str], _SiteJobListing]] = {}
+    _listings: ClassVar[dict[tuple[type, str], SiteJobListing]] = {}
 
     def __init__(self, machine_type: str, site_name: str):
         super().__init__(machine_type, site_name)
         self._executor: Executor = getattr(self.site_config, "executor", None) or ShellExecutor()
         key = (type(self), site_name)
         if key not in self._listings:
-            self._listings[key] = _SiteJobListing(
-                self, size=self.site_settings.bulk_size, delay=self.site_settings.bulk_delay
+            self._listings[key] = SiteJobListing(
+                self._run_listing, self.parse_listing, float(self.site_config.listing_max_age)
             )
         self._listing = self._listings[key]
         #: job ids that are known to have ended, so the accounting is asked only once
@@ -109,6 +92,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         self._missing_since: dict[str, float] = {}
         self._last_state: dict[str, str] = {}
         self._adoptable: dict[str, str] | None = None
+        #: when jobs were submitted, until a listing shows them (a cached one may predate them)
+        self._submitted_at: dict[str, float] = {}
         #: drones whose job id the batch system gave to another job (logged once each)
         self._lost_to_reuse: set[str] = set()
 
@@ -203,6 +188,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         argv, script = self.render_submission(resource_attributes)
         stdout = await self.run(argv, stdin=script)
         job_id = self.parse_job_id(stdout)
+        self._submitted_at[job_id] = self._listing.now()
         logger.info(
             "drone %s (%s/%s): submitted as %s job %s",
             drone_uuid,
@@ -221,7 +207,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         """
         if self._adoptable is None:
             try:
-                jobs = await self._listing(AttributeDict(drone_uuid=drone_uuid))
+                jobs = await self._listing()
             except Exception as err:  # the submission itself will report a broken site
                 logger.debug(
                     "%s: no job listing before the first submission: %s", self.site_name, err
@@ -232,7 +218,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
 
     async def resource_status(self, resource_attributes: AttributeDict) -> AttributeDict:
         job_id = resource_attributes.get("remote_resource_uuid")
-        jobs = await self._listing(resource_attributes)
+        jobs = await self._listing()
         if job_id is None:
             # restored from the registry before the submission was recorded
             by_name = {job.name: job for job in jobs.values()}
@@ -241,6 +227,13 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 return AttributeDict(resource_status=ResourceStatus.Deleted)
             job_id = job.job_id
         job_id = str(job_id)
+        submitted = self._submitted_at.get(job_id)
+        if submitted is not None:
+            if job_id not in jobs and submitted > self._listing.taken_at:
+                # submitted after the cached listing was taken: only a newer one can tell
+                jobs = await self._listing(newer_than=submitted)
+            if job_id in jobs:
+                del self._submitted_at[job_id]
         job = jobs.get(job_id)
         if job is not None and self._taken_by_another(job, resource_attributes):
             return AttributeDict(
@@ -299,7 +292,9 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     ) -> ResourceStatus:
         if job_id in self._ended:
             return self._ended[job_id]
-        if await self.job_exists(job_id):
+        async with self._listing.missing_lookup():
+            exists = await self.job_exists(job_id)
+        if exists:
             # the listing left out a live job (a mangled or partial answer): declaring it
             # gone would leave its batch job running, untracked
             logger.warning(
@@ -311,7 +306,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             raise TardisResourceStatusUpdateFailed(
                 f"job {job_id} is missing from the listing, but {self.batch_system} still has it"
             )
-        record = await self._accounting(job_id)
+        async with self._listing.missing_lookup():
+            record = await self._accounting(job_id)
         if record is not None:
             level = logging.WARNING if record.failed else logging.INFO
             logger.log(
@@ -342,6 +338,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             del self._ended[next(iter(self._ended))]
         self._missing_since.pop(job_id, None)
         self._last_state.pop(job_id, None)
+        self._submitted_at.pop(job_id, None)
         return status
 
     async def _accounting(self, job_id: str) -> AccountingRecord | None:
@@ -372,6 +369,9 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         logger.info("%s: removal requested", self.describe(resource_attributes))
 
     # ------------------------------------------------------------ helpers
+    async def _run_listing(self) -> str:
+        return await self.run(self.listing_command())
+
     @property
     def listing_calls(self) -> int:
         """How many listing commands the site has run (for benchmarks)."""

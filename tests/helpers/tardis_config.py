@@ -40,8 +40,11 @@ def configure(adapter: str, section: dict[str, Any], site: str = SITE, **site_ke
 def make_adapter(
     adapter_class: type, adapter: str, section: dict[str, Any], site: str = SITE, **site_keys: Any
 ):
-    # each test gets fresh shared job listings
+    # each test gets fresh shared job listings, and (unless it says otherwise) one that
+    # runs the listing command for every status question, as it changes canned answers
     getattr(adapter_class, "_listings", {}).clear()
+    if hasattr(adapter_class, "_listings"):
+        section = {"listing_max_age": 0, **section}
     configure(adapter, section, site, **site_keys)
     return adapter_class(machine_type=MACHINE_TYPE, site_name=site)
 

@@ -291,7 +291,8 @@ async def test_a_job_id_slurmctld_gave_to_another_job_is_not_the_drones(pilot, c
     # gave 150 to the next submission; the lost drone must not take that job for its own
     ids = listed_ids()
     executor = RecordingExecutor({"squeue": fixture("squeue-states.txt"), "sacct": sacct_answer})
-    adapter = adapter_with(pilot, executor=executor)
+    # one cached listing answers both drones: any other command was asked by job id
+    adapter = adapter_with(pilot, executor=executor, site_keys={"listing_max_age": 60})
     lost = drone("testsite-0123456789", job_id=ids["fx-running"])
     assert (await adapter.resource_status(lost)).resource_status is ResourceStatus.Deleted
     owner = drone("fx-running", job_id=ids["fx-running"])
