@@ -678,7 +678,7 @@ def measure(
             if step is not None:
                 try:
                     step()
-                except Exception as err:  # noqa: BLE001 - cleanup goes on regardless
+                except Exception as err:  # cleanup goes on regardless
                     print(f"warning: cleanup step failed: {err!r}", file=sys.stderr)
         log = log or daemon.log()
         (directory / "daemon.log").write_text(log)

@@ -97,7 +97,7 @@ def load(path: str | Path) -> Any:
     except OSError as err:
         raise ConfigFileError(f"{path}: cannot read the file: {err.strerror}") from err
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

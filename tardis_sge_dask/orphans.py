@@ -127,7 +127,7 @@ async def survey(config: str | Path, registry: str | Path | None = None) -> Surv
         try:
             adapter = site_adapter(tardis, site, adapter_name)
             jobs = adapter.parse_listing(await adapter.run(adapter.listing_command()))
-        except Exception as err:  # noqa: BLE001 - other sites are still worth looking at
+        except Exception as err:  # other sites are still worth looking at
             result.problems[site] = _describe(err)
             continue
         listings[site] = (adapter, jobs)
@@ -161,7 +161,7 @@ async def remove(config: str | Path, orphans: Iterable[Orphan]) -> list[Removal]
             if orphan.site not in built:
                 built[orphan.site] = site_adapter(tardis, orphan.site, adapters[orphan.site])
             outcome = await _terminate(built[orphan.site], orphan.job_id)
-        except Exception as err:  # noqa: BLE001 - the other orphans still get removed
+        except Exception as err:  # the other orphans still get removed
             outcome = f"failed: {_describe(err)}"
         removals.append(Removal(orphan, outcome))
     return removals

@@ -140,7 +140,7 @@ class ElasticFactoryPool(CompositePool):
             return None
         try:
             return dict(self._site_agent.machine_meta_data)
-        except Exception:  # noqa: BLE001 - a misconfigured site must not break accounting
+        except Exception:  # a misconfigured site must not break accounting
             return None
 
     @property

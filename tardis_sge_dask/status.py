@@ -234,7 +234,7 @@ def collect(config: str | Path, registry: str | Path | None = None) -> tuple[lis
             names = condor_slots(batch_system)
         else:
             names = {}
-    except Exception as err:  # noqa: BLE001 - the registry part is still worth showing
+    except Exception as err:  # the registry part is still worth showing
         names = {}
         note = f"overlay ({adapter}) not reachable: {err or type(err).__name__}"
     for row in rows:

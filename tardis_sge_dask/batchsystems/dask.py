@@ -113,7 +113,7 @@ class DaskAdapter(BatchSystemAdapter):
         try:
             async with scheduler_rpc(self.address, self.security, self.timeout) as remote:
                 await remote.retire_workers(names=[drone_uuid], close_workers=True, remove=True)
-        except Exception as err:  # noqa: BLE001 - a failed retire is retried by TARDIS
+        except Exception as err:  # a failed retire is retried by TARDIS
             # the drone goes on to DrainingState, sees Available again and drains again
             logger.warning("could not retire worker %s: %s", drone_uuid, err)
             self._retired.discard(drone_uuid)

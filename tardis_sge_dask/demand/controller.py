@@ -147,7 +147,7 @@ class DaskDemandController(Controller):
             snapshot = await asyncio.wait_for(self.source.poll(), timeout=self.source_timeout)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - every source failure is survivable
+        except Exception as err:  # every source failure is survivable
             reason = "timed out" if isinstance(err, asyncio.TimeoutError) else str(err)
             if not self._failing:
                 logger.warning(

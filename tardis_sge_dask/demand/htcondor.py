@@ -92,7 +92,7 @@ def _evaluate(ad: classad2.ClassAd, attribute: str) -> float | None:
         return None
     try:
         return _number(ad.eval(attribute))
-    except Exception:  # noqa: BLE001 - classad2 raises on unparsable expressions
+    except Exception:  # classad2 raises on unparsable expressions
         return None
 
 
@@ -121,7 +121,7 @@ def job_site(ad: classad2.ClassAd) -> str:
         return ""
     try:
         value = ad.eval("TardisSite")
-    except Exception:  # noqa: BLE001 - classad2 raises on unparsable expressions
+    except Exception:  # classad2 raises on unparsable expressions
         return ""
     return value.strip() if isinstance(value, str) and value.strip().isprintable() else ""
 
@@ -243,7 +243,7 @@ def _af_row(line: str) -> classad2.ClassAd:
             continue
         try:
             ad[name] = classad2.ExprTree(raw).eval()
-        except Exception:  # noqa: BLE001 - free text such as a HoldReason
+        except Exception:  # free text such as a HoldReason
             ad[name] = raw
     return ad
 

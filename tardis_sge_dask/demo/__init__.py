@@ -88,7 +88,7 @@ class Demo:
                 finally:
                     self.stop_daemon()
                     self.clean_up(scheduler)
-        except Exception as err:  # noqa: BLE001 - the summary tells what went wrong
+        except Exception as err:  # the summary tells what went wrong
             self.summary.problems.append(f"{type(err).__name__}: {err}")
             self.stop_daemon()
             self.clean_up(None)

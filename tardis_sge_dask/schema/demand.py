@@ -45,7 +45,7 @@ class DaskDemandControllerTag(_Tag):
     )
 
     @root_validator(skip_on_failure=True)
-    def _bounds(cls, values: dict[str, Any]) -> dict[str, Any]:  # noqa: N805
+    def _bounds(cls, values: dict[str, Any]) -> dict[str, Any]:
         maximum = values.get("maximum")
         if maximum is not None and maximum < values.get("minimum", 0):
             raise ValueError("maximum must not be below minimum")
@@ -76,7 +76,7 @@ class CondorQueueDemandTag(_Tag):
     output_format: Text = Field("long", description="long, json or af")
 
     @root_validator(skip_on_failure=True)
-    def _format(cls, values: dict[str, Any]) -> dict[str, Any]:  # noqa: N805
+    def _format(cls, values: dict[str, Any]) -> dict[str, Any]:
         if values.get("output_format") not in ("long", "json", "af"):
             raise ValueError(
                 f"output_format must be long, json or af, not {values.get('output_format')!r}"

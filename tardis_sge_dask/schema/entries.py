@@ -30,11 +30,11 @@ class SiteEntry(SiteConfigurationModel):
     doc_defaults: ClassVar[dict[str, str]] = {"quota": "unlimited"}
 
     @validator("name", pre=True)
-    def _plain_name(cls, value: Any) -> str:  # noqa: N805
+    def _plain_name(cls, value: Any) -> str:
         return plain_name(value)
 
     @validator("quota", pre=True)
-    def _whole_cores(cls, value: Any) -> Any:  # noqa: N805
+    def _whole_cores(cls, value: Any) -> Any:
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value == 0
         ):

@@ -88,7 +88,7 @@ class PilotEnvironment(Section):
     )
 
     @root_validator(pre=True)
-    def _names_and_values(cls, values: dict[str, Any]) -> dict[str, Any]:  # noqa: N805
+    def _names_and_values(cls, values: dict[str, Any]) -> dict[str, Any]:
         return cls.plain_values(values)
 
     @classmethod

@@ -77,7 +77,7 @@ class SGEMachineType(BatchMachineType):
     Notify: Flag = Field(True, description="qsub -notify: qdel warns the pilot first")
 
     @validator("MemoryResource")
-    def _resource_name(cls, value: str | None) -> str | None:  # noqa: N805
+    def _resource_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value):
             raise ValueError(f"not a Grid Engine resource name: {value!r}")
         return value
@@ -97,7 +97,7 @@ class SlurmMachineType(BatchMachineType):
     JobPath: Text = Field(DEFAULT_JOB_PATH, description="PATH of the job under Export: clean")
 
     @validator("StopSignal")
-    def _signal(cls, value: str) -> str:  # noqa: N805
+    def _signal(cls, value: str) -> str:
         text = value.strip().upper()
         name = text if text.startswith("SIG") else f"SIG{text}"
         if not (name in signal.Signals.__members__ or text.isdigit()):
@@ -105,13 +105,13 @@ class SlurmMachineType(BatchMachineType):
         return value
 
     @validator("WarningTime")
-    def _warning_time(cls, value: int) -> int:  # noqa: N805
+    def _warning_time(cls, value: int) -> int:
         if value > 0xFFFF:
             raise ValueError(f"SLURM takes at most 65535 s, got {value}")
         return value
 
     @validator("Export")
-    def _export(cls, value: str) -> str:  # noqa: N805
+    def _export(cls, value: str) -> str:
         if value not in EXPORT_MODES:
             raise ValueError(f"expected one of {', '.join(EXPORT_MODES)}, got {value!r}")
         return value

@@ -123,7 +123,7 @@ class JobScriptSiteAdapter(SiteAdapter):
         for key_path, problem in control_character_problems(self.site_name, configuration):
             raise SiteConfigError(key_path, problem)
 
-    def check_settings(self) -> None:  # noqa: B027 - optional hook
+    def check_settings(self) -> None:  # optional hook
         """Read the adapter's own keys from ``self.machine_config`` (validated already)."""
 
     @abstractmethod
@@ -210,6 +210,6 @@ class JobScriptSiteAdapter(SiteAdapter):
         except self.expected_errors as err:
             logger.warning("%s: %s", self.site_name, err)
             raise TardisResourceStatusUpdateFailed(str(err)) from err
-        except Exception as err:  # noqa: BLE001 - see the comment above
+        except Exception as err:  # see the comment above
             logger.exception("%s: unexpected error, will retry", self.site_name)
             raise TardisResourceStatusUpdateFailed(repr(err)) from err

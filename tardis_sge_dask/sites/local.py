@@ -275,7 +275,7 @@ class LocalAdapter(JobScriptSiteAdapter):
             if drone_uuid in self._kill_due:
                 try:
                     self._kill(drone_uuid, remote_id)
-                except Exception:  # noqa: BLE001 - a task of its own must not die loudly
+                except Exception:  # a task of its own must not die loudly
                     logger.exception("%s: killing drone %s failed", self.site_name, drone_uuid)
 
         task = asyncio.get_running_loop().create_task(later())

@@ -322,7 +322,7 @@ class SlurmBatchAdapter(BatchSiteAdapter):
                     (failure.stderr or failure.stdout or "").strip()[:300],
                 )
                 return
-        except Exception as err:  # noqa: BLE001 - runs in its own task, must not die loudly
+        except Exception as err:  # runs in its own task, must not die loudly
             logger.warning(
                 "%s: scancel %s after the stop grace failed, will retry: %r",
                 self.site_name,
