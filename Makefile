@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make install   Python packages into .venv + local Grid Engine, SLURM and sshd + drone test image
-#   make test      brings the local services and the image up (idempotent) and runs the whole suite
+#   make test      brings the local services and the image up (idempotent), runs make lint and the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -27,15 +27,18 @@ services:
 image:
 	bash containers/test-image/build.sh
 
-test: services image
-	$(PY) -m ruff check .
+test: services image lint
 	$(PY) -m pytest -ra
 
 unit:
 	$(PY) -m pytest -ra tests/unit
 
+# the same checks CI runs first (docs/maintainers.md, "Lint"): ruff's rules, ruff's
+# formatting and mypy on the package (its settings are in pyproject.toml)
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 demo:
 	$(VENV)/bin/tardis-sge-dask demo
