@@ -175,6 +175,10 @@ class Host:
     memory_mb: float | None
     capacities: dict[str, str]
 
+    @property
+    def memory_per_core(self) -> float | None:
+        return self.memory_mb / self.cores if self.memory_mb and self.cores else None
+
 
 class SGEProbe:
     def __init__(self, run: Run):
@@ -276,8 +280,9 @@ class SGEProbe:
         conf = parse_conf(self.text("qconf", "-sq", queue) or "")
         self.queue_conf[queue] = conf
 
-        def leave_out(reason: str) -> None:
+        def leave_out(reason: str) -> MachineTypeProposal | None:
             survey.excluded.append(Excluded(queue, reason))
+            return None  # the queue proposes no machine type
 
         if not conf:
             return leave_out("qconf -sq gave nothing")
@@ -298,15 +303,15 @@ class SGEProbe:
         known = [self.host(name) for name in hosts]
         host_cores = min((host.cores for host in known if host.cores), default=None)
         # the host with the least memory per core bounds a drone's memory on every host
-        sized = [host for host in known if host.cores and host.memory_mb]
-        poorest = min(sized, key=lambda host: host.memory_mb / host.cores, default=None)
+        sized = [host for host in known if host.memory_per_core is not None]
+        poorest = min(sized, key=lambda host: host.memory_per_core or 0, default=None)
         # the PE that keeps every core of a drone on one host
         pe_name, pe_source, pe_question = self.choose_pe(conf, hosts)
         cap = min(MAX_DRONE_CORES, slots, host_cores or slots)
         if pe_name is None:
             cores = Sourced(1, pe_source, pe_question)
         else:
-            pe_slots = int(self.pe(pe_name).get("slots", "0") or 0)  # type: ignore[union-attr]
+            pe_slots = int((self.pe(pe_name) or {}).get("slots", "0") or 0)
             cap = min(cap, pe_slots) if pe_slots else cap
             cores = Sourced(
                 cap,
@@ -425,9 +430,13 @@ class SGEProbe:
                 limit = parse_memory_mb(overrides.get(host, default))
                 if limit is not None:
                     per_slot.append(limit)
-                capacity = self.host(host).capacities.get(resource)
-                if capacity:
-                    limits.append(parse_memory_mb(capacity) * MEMORY_SHARE)  # type: ignore[operator]
+                capacity = parse_memory_mb(self.host(host).capacities.get(resource) or "")
+                if capacity is not None:
+                    limits.append(capacity * MEMORY_SHARE)
+                    source.append(
+                        f"{MEMORY_SHARE:.0%} of {resource} {capacity / 1024:.1f} GB on {host}"
+                        " (qconf -se complex_values)"
+                    )
             if per_slot:
                 limits.append(min(per_slot) * cores)
                 source.append(f"{resource} {min(per_slot):.0f} MB per slot (qconf -sq {queue})")

@@ -172,7 +172,8 @@ class SlurmProbe:
                 "sacctmgr show assoc failed: accounts and QOS unknown (no slurmdbd?)"
             )
             return None, set(), None
-        accounts, qos = set(), set()
+        accounts: set[str] = set()
+        qos: set[str] = set()
         for line in text.splitlines():
             account, _partition, qos_list = (line.split("|") + ["", ""])[:3]
             if account:
@@ -199,8 +200,9 @@ class SlurmProbe:
     ) -> MachineTypeProposal | None:
         name = record.get("PartitionName", "?")
 
-        def leave_out(reason: str) -> None:
+        def leave_out(reason: str) -> MachineTypeProposal | None:
             survey.excluded.append(Excluded(name, reason))
+            return None  # the partition proposes no machine type
 
         if record.get("State", "UP") != "UP":
             return leave_out(f"State={record.get('State')}")
@@ -274,6 +276,16 @@ class SlurmProbe:
                     allowed[0],
                     f"AllowAccounts={record['AllowAccounts']} (sacctmgr not readable)",
                     "may the drones' account use it?",
+                )
+            return None
+        if not self.accounts:
+            # no association: sbatch submits without an account where accounting does not
+            # enforce associations, and sbatch --test-only says whether it does
+            if allowed:
+                return Excluded(
+                    record.get("PartitionName", "?"),
+                    f"AllowAccounts={record['AllowAccounts']}: {self.user} has no account"
+                    " (sacctmgr show assoc)",
                 )
             return None
         usable = sorted(
