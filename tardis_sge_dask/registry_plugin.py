@@ -1,4 +1,4 @@
-"""TARDIS's SqliteRegistry, surviving a batch job id the batch system hands out twice.
+"""TARDIS's SqliteRegistry, surviving a reused job id and a file it cannot write for a while.
 
 A Grid Engine qmaster or a slurmctld killed uncleanly forgets the jobs it accepted last
 and gives their ids to the next submissions (measured on SLURM 22.05: a drone's job 150
@@ -15,6 +15,13 @@ job's name (``BatchSiteAdapter._taken_by_another``); a cleared row restored afte
 restart is looked up by its name and found gone. The schema and the file are TARDIS's,
 so ``status``, ``sweep`` and older daemons read it unchanged.
 
+A registry file that cannot be written (its directory made read-only, a full disk) makes
+TARDIS's registry raise ``sqlite3.OperationalError`` out of a drone state, which stops the
+daemon too. Here the write is kept in memory (per drone only what the file still needs),
+one error line names the file, and every later write first retries the kept ones, in
+order; when the file takes them one line says so. At start, a registry that cannot be
+opened is refused with one line (the ``check`` format) instead of a traceback.
+
 TARDIS loads plugins by module name (``tardis.plugins.<name>``) with no hook for another
 package, and restores drones from the plugin registered as ``SqliteRegistry``; so the
 configuration keeps ``Plugins: SqliteRegistry: {db_file: ...}`` and the package's pool
@@ -27,6 +34,7 @@ import asyncio
 import logging
 import sqlite3
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
 from typing import Any
@@ -34,6 +42,8 @@ from typing import Any
 from tardis.configuration.configuration import Configuration
 from tardis.interfaces.plugin import Plugin
 from tardis.plugins.sqliteregistry import SqliteRegistry as TardisSqliteRegistry
+
+from .sites.settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.registry")
 
@@ -56,38 +66,98 @@ AND R.drone_uuid != :drone_uuid
 _CLEAR = "UPDATE Resources SET remote_resource_uuid = NULL WHERE drone_uuid = :drone_uuid"
 
 
-class _RecordingJobId(dict):
-    """Bind parameters of a write that records a drone's job id (see async_execute)."""
+@dataclass
+class _Write:
+    """One of TARDIS's writes of a drone's row, kept until the file takes it."""
+
+    kind: str  #: "insert", "update" or "delete"
+    sql_query: str
+    bind_parameters: dict
+
+    @property
+    def drone_uuid(self) -> str:
+        return str(self.bind_parameters.get("drone_uuid"))
+
+
+class _WriteParameters(dict):
+    """Bind parameters of a write (see async_execute), with the kind of write."""
+
+    def __init__(self, kind: str, bind_parameters: dict):
+        super().__init__(bind_parameters)
+        self.kind = kind
 
 
 class SqliteRegistry(TardisSqliteRegistry):
-    """TARDIS's registry; a job id reused by the batch system goes to the newer drone."""
+    """TARDIS's registry; survives a reused job id and a file it cannot write for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: writes the file refused, oldest first (touched only in the registry's thread)
+        self._postponed: list[_Write] = []
 
     async def insert_resource(self, bind_parameters: dict) -> None:
-        await super().insert_resource(_RecordingJobId(bind_parameters))
+        await super().insert_resource(_WriteParameters("insert", bind_parameters))
 
     async def update_resource(self, bind_parameters: dict) -> None:
-        await super().update_resource(_RecordingJobId(bind_parameters))
+        await super().update_resource(_WriteParameters("update", bind_parameters))
+
+    async def delete_resource(self, bind_parameters: dict) -> None:
+        await super().delete_resource(_WriteParameters("delete", bind_parameters))
 
     async def async_execute(self, sql_query: str, bind_parameters: dict) -> list[dict]:
-        if not isinstance(bind_parameters, _RecordingJobId):
+        if not isinstance(bind_parameters, _WriteParameters):
             return await super().async_execute(sql_query, bind_parameters)
-        # TARDIS's own statement, run after making room for the id in one transaction
-        # (the registry's single-thread executor keeps every write in order)
+        write = _Write(bind_parameters.kind, sql_query, dict(bind_parameters))
+        # the registry's single-thread executor keeps every write, postponed ones first,
+        # in order
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.thread_pool_executor, self._record_job_id, sql_query, dict(bind_parameters)
-        )
+        await loop.run_in_executor(self.thread_pool_executor, self._write, write)
+        return []
 
-    def _record_job_id(self, sql_query: str, bind_parameters: dict) -> list[dict]:
+    def _write(self, write: _Write) -> None:
+        was_failing = bool(self._postponed)
+        self._postpone(write)
+        try:
+            while self._postponed:
+                self._record(self._postponed[0])
+                self._postponed.pop(0)
+        except sqlite3.OperationalError as err:
+            # an exception out of a drone's state stops the whole daemon; the drones
+            # live on in memory, and their rows are written when the file takes them
+            if not was_failing:
+                logger.error(
+                    "drone registry %s cannot be written (%s): keeping drone states in"
+                    " memory until it can; a daemon restarted before then does not know"
+                    " the drones since",
+                    self._db_file,
+                    err,
+                )
+            return
+        if was_failing:
+            logger.warning("drone registry %s written again: no drone state lost", self._db_file)
+
+    def _postpone(self, write: _Write) -> None:
+        """Queue a write, keeping per drone only what the file still needs."""
+        mine = [queued for queued in self._postponed if queued.drone_uuid == write.drone_uuid]
+        if write.kind == "update":
+            # an update writes the whole row: the latest one is enough
+            for queued in mine:
+                if queued.kind == "update":
+                    self._postponed.remove(queued)
+        elif write.kind == "delete":
+            for queued in mine:
+                self._postponed.remove(queued)
+            if any(queued.kind == "insert" for queued in mine):
+                return  # the row never reached the file
+        self._postponed.append(write)
+
+    def _record(self, write: _Write) -> None:
         with self.connect() as connection:
+            bind_parameters = write.bind_parameters
             job_id = bind_parameters.get("remote_resource_uuid")
-            if job_id is not None:
+            if write.kind != "delete" and job_id is not None:
                 bind_parameters = self._make_room(connection, bind_parameters, str(job_id))
-            connection.row_factory = lambda cur, row: {
-                col[0]: row[idx] for idx, col in enumerate(cur.description)
-            }
-            return connection.execute(sql_query, bind_parameters).fetchall()
+            connection.execute(write.sql_query, bind_parameters)
 
     def _make_room(
         self, connection: sqlite3.Connection, bind_parameters: dict, job_id: str
@@ -140,7 +210,20 @@ def load_plugins() -> dict[str, Plugin]:
     plugins: dict[str, Plugin] = {}
     for name in names:
         if name == "SqliteRegistry":
-            plugins[name] = SqliteRegistry()
+            plugins[name] = _open_registry()
         else:
             plugins[name] = getattr(import_module(f"tardis.plugins.{name.lower()}"), name)()
     return plugins
+
+
+def _open_registry() -> SqliteRegistry:
+    try:
+        return SqliteRegistry()
+    except sqlite3.OperationalError as err:
+        # at start nothing is lost yet: refuse with one line instead of a traceback
+        db_file = Configuration().Plugins.SqliteRegistry.db_file
+        raise SiteConfigError(
+            "Plugins.SqliteRegistry.db_file",
+            f"cannot open the drone registry {db_file} ({err}); its directory must exist"
+            " and be writable by the daemon's user",
+        ) from None

@@ -7,6 +7,7 @@ drone's resource attributes; the rows read back as ``status`` reads them.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tardis.resources.dronestates import (
     BootingState,
     CleanupState,
     DownState,
+    IntegrateState,
     RequestState,
 )
 from tardis.resources.poolfactory import get_drones_to_restore
@@ -24,6 +26,7 @@ from tardis.utilities.attributedict import AttributeDict
 
 from tardis_sge_dask.configfile import install_tardis_configuration
 from tardis_sge_dask.registry_plugin import SqliteRegistry, load_plugins
+from tardis_sge_dask.sites.settings import SiteConfigError
 from tardis_sge_dask.status import read_registry
 
 SITE = "Reuse"
@@ -112,3 +115,44 @@ async def test_a_restart_gets_the_lost_drone_without_a_job_id(db_file):
     assert restored["reuse-old"]["remote_resource_uuid"] is None
     assert restored["reuse-new"]["remote_resource_uuid"] == "150"
     assert type(restored["reuse-new"]["state"]) is AvailableState
+
+
+async def test_writes_the_file_refuses_are_kept_until_it_takes_them(db_file, caplog):
+    registry = SqliteRegistry()
+    now = datetime.now()
+    first = await submitted(registry, "ro-first", now - timedelta(minutes=2), "160")
+    tardis_connect = registry.connect
+
+    @contextmanager
+    def refused():
+        # what sqlite3 says when the file's directory has become read-only
+        raise sqlite3.OperationalError("unable to open database file")
+        yield
+
+    registry.connect = refused
+    await registry.notify(AvailableState(), first)
+    second = await submitted(registry, "ro-second", now, "161")
+    short = await submitted(registry, "ro-short", now, "162")
+    await registry.notify(DownState(), short)
+    assert job_ids(db_file) == {"ro-first": "160"}  # nothing of the above reached the file
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"drone registry {db_file} cannot be written" in error.getMessage()
+    assert "unable to open database file" in error.getMessage()
+
+    registry.connect = tardis_connect
+    await registry.notify(IntegrateState(), second)
+    rows = {row.drone_uuid: (row.job_id, row.state) for row in read_registry(db_file)}
+    assert rows == {"ro-first": ("160", "Available"), "ro-second": ("161", "Integrate")}
+    assert any("written again: no drone state lost" in r.getMessage() for r in caplog.records)
+
+
+def test_a_registry_that_cannot_be_opened_at_start_is_one_line(db_file):
+    install_tardis_configuration(
+        {
+            "Plugins": {"SqliteRegistry": {"db_file": str(db_file.parent / "no" / "drones.db")}},
+            "Sites": [{"name": SITE, "adapter": "SlurmBatch", "quota": 4}],
+            SITE: {"MachineTypes": ["small"]},
+        }
+    )
+    with pytest.raises(SiteConfigError, match=r"Plugins.SqliteRegistry.db_file: cannot open"):
+        load_plugins()
