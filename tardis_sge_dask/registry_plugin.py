@@ -63,6 +63,8 @@ FROM Resources R JOIN Sites S ON R.site_id = S.site_id
 WHERE S.site_name = :site_name AND R.remote_resource_uuid = :job_id
 AND R.drone_uuid != :drone_uuid
 """
+#: seconds between two tries of writes the file refused, without a new write
+RETRY_SECONDS = 10.0
 _CLEAR = "UPDATE Resources SET remote_resource_uuid = NULL WHERE drone_uuid = :drone_uuid"
 
 
@@ -94,6 +96,7 @@ class SqliteRegistry(TardisSqliteRegistry):
         super().__init__()
         #: writes the file refused, oldest first (touched only in the registry's thread)
         self._postponed: list[_Write] = []
+        self._retrying: asyncio.Future[None] | None = None
 
     async def insert_resource(self, bind_parameters: dict) -> None:
         await super().insert_resource(_WriteParameters("insert", bind_parameters))
@@ -111,12 +114,27 @@ class SqliteRegistry(TardisSqliteRegistry):
         # the registry's single-thread executor keeps every write, postponed ones first,
         # in order
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.thread_pool_executor, self._write, write)
+        postponed = await loop.run_in_executor(self.thread_pool_executor, self._write, write)
+        if postponed and self._retrying is None:
+            # drones may keep their state for hours: do not wait for their next write
+            self._retrying = asyncio.ensure_future(self._retry_postponed())
         return []
 
-    def _write(self, write: _Write) -> None:
+    async def _retry_postponed(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(RETRY_SECONDS)
+                if not await loop.run_in_executor(self.thread_pool_executor, self._write, None):
+                    return
+        finally:
+            self._retrying = None
+
+    def _write(self, write: _Write | None) -> bool:
+        """Write the postponed writes and then ``write``; whether any is left postponed."""
         was_failing = bool(self._postponed)
-        self._postpone(write)
+        if write is not None:
+            self._postpone(write)
         try:
             while self._postponed:
                 self._record(self._postponed[0])
@@ -132,9 +150,10 @@ class SqliteRegistry(TardisSqliteRegistry):
                     self._db_file,
                     err,
                 )
-            return
+            return True
         if was_failing:
             logger.warning("drone registry %s written again: no drone state lost", self._db_file)
+        return False
 
     def _postpone(self, write: _Write) -> None:
         """Queue a write, keeping per drone only what the file still needs."""
