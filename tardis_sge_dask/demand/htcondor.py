@@ -16,6 +16,7 @@ good demand instead).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -272,6 +273,11 @@ def summarise(ads: Iterable[classad2.ClassAd]) -> DemandSnapshot:
     return snapshot
 
 
+def read_demand(text: str, output_format: str = "long") -> DemandSnapshot:
+    """The snapshot of one condor_q answer (runs in a worker thread)."""
+    return summarise(parse_ads(text, output_format))
+
+
 @yaml_tag(eager=True)
 class CondorQueueDemand(DemandSource):
     """Waiting Dask-worker jobs in one or several HTCondor schedds.
@@ -299,7 +305,7 @@ class CondorQueueDemand(DemandSource):
             raise ValueError(f"output_format must be long, json or af, not {output_format!r}")
         self.executor = executor
         self.constraint = constraint
-        self.schedds = list(schedds or [None])
+        self.schedds: list[str | None] = [*schedds] if schedds else [None]
         self.pool = pool
         self.output_format = output_format
 
@@ -324,8 +330,9 @@ class CondorQueueDemand(DemandSource):
             command = self.command(schedd)
             try:
                 result = await self.executor.run_command(command)
-                ads = parse_ads(result.stdout, self.output_format)
-                part = summarise(ads)
+                # thousands of queued ads take seconds to read: not on the event loop
+                # every drone's heartbeat shares
+                part = await asyncio.to_thread(read_demand, result.stdout, self.output_format)
             except CommandExecutionFailure as err:
                 raise DemandSourceError(
                     f"{command!r} failed (exit {err.exit_code}): {(err.stderr or '').strip()}"

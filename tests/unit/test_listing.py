@@ -277,3 +277,26 @@ async def test_slurm_drones_share_one_squeue(pilot, clock):
         statuses.append(await adapter.resource_status(attributes))
     assert {status.resource_status for status in statuses} == {ResourceStatus.Booting}
     assert [command.split()[0] for command in executor.commands] == ["squeue"]
+
+
+async def test_the_condor_q_answer_is_read_off_the_event_loop(monkeypatch):
+    # the demand source runs once per controller interval, but thousands of queued ads take
+    # seconds to read (measured: 10,000 ads, 0.45 s), on the loop every drone shares
+    from tardis_sge_dask.demand import htcondor
+
+    answer = next((FIXTURES / "htcondor").glob("recorded-*/condor_q-demand-long-busy.stdout"))
+    threads = []
+    read = htcondor.read_demand
+
+    def recording_read(text: str, output_format: str = "long"):
+        threads.append(threading.get_ident())
+        return read(text, output_format)
+
+    class Schedd:
+        async def run_command(self, command: str):
+            return AttributeDict(stdout=answer.read_text(), stderr="", exit_code=0)
+
+    monkeypatch.setattr(htcondor, "read_demand", recording_read)
+    snapshot = await htcondor.CondorQueueDemand(executor=Schedd()).poll()
+    assert snapshot.waiting_jobs > 0
+    assert threads and threading.get_ident() not in threads
