@@ -16,7 +16,7 @@ from tardis_sge_dask.check import check
 from tardis_sge_dask.configfile import load
 from tardis_sge_dask.init import placeholders, sge, slurm
 from tardis_sge_dask.init.command import InitError, run_init, ssh_target
-from tardis_sge_dask.init.runner import ReplayRunner
+from tardis_sge_dask.init.runner import Output, ReplayRunner
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "init"
 
@@ -150,6 +150,8 @@ def test_a_refused_verification_leaves_the_queue_out():
         ("handmade-slurm-23.11.json", "slurm"),
         ("recorded-sge-8.1.9-debian12-one-queue.json", "sge"),
         ("recorded-slurm-22.05.8-debian12-one-partition.json", "slurm"),
+        ("recorded-sge-8.1.9-debian12-multi-queue-ssh.json", "sge"),
+        ("recorded-slurm-22.05.8-debian12-multi-partition.json", "slurm"),
     ],
 )
 def test_check_names_only_the_placeholders(tmp_path, fixture, batch_system, overlay):
@@ -236,3 +238,80 @@ def test_ssh_target_is_the_executor_of_the_file(tmp_path):
     assert executor.tag == "TardisSSHExecutor" and executor.value["port"] == 2222
     with pytest.raises(InitError):
         ssh_target("submit.example", None, [], None)
+
+
+# ------------------------------------------------- the shaped sites of this machine
+# services/site-shapes.sh up sge|slurm, then init --record, locally (root) and over the test
+# sshd (tardis): see tests/integration/test_init.py for the shapes
+def test_recorded_multi_queue_grid_engine():
+    survey = sge.probe(replay("recorded-sge-8.1.9-debian12-multi-queue.json"))
+    types = {proposal.config["Queue"].value: proposal for proposal in survey.machine_types}
+    assert sorted(types) == ["all.q", "mpi.q", "short.q"]
+    short = types["short.q"]
+    # pe_list "tsd_rr smp": the $pe_slots PE, though the $round_robin one comes first
+    assert short.config["ParallelEnvironment"].value == "smp"
+    assert short.config["MemoryResource"].value == "h_vmem"  # consumable per slot (YES)
+    assert short.config["Walltime"].value == 1800  # h_rt 00:30:00
+    assert 1 < short.cores <= 4 and short.memory <= 4 * short.cores  # h_vmem 4G per slot
+    # only a $round_robin PE: one-core drones without a PE, and the question why
+    mpi = types["mpi.q"]
+    assert mpi.cores == 1 and "ParallelEnvironment" not in mpi.config
+    assert mpi.meta["Cores"].question
+    left_out = {excluded.name: excluded.reason for excluded in survey.excluded}
+    assert set(left_out) == {"staff.q"}
+    assert "user_lists tsd_staff do not hold root" in left_out["staff.q"]
+
+
+def test_the_hosts_memory_consumable_bounds_a_drone():
+    """The recorded site with the host's h_vmem capacity cut to 8G (edited here)."""
+    fixture = json.loads((FIXTURES / "recorded-sge-8.1.9-debian12-multi-queue.json").read_text())
+    for answer in fixture["answers"]:
+        if answer["command"].startswith("qconf -se "):
+            answer["stdout"] = answer["stdout"].replace("h_vmem=48G", "h_vmem=8G")
+    run = ReplayRunner(fixture)
+    verified = Output("", "verification: found suitable queue(s)", "", 0)
+    survey = sge.probe(lambda *argv: verified if argv[:3] == ("qsub", "-w", "v") else run(*argv))
+    assert len(survey.machine_types) == 3
+    # half of the capacity: two drones of any type still fit on the host together
+    for proposal in survey.machine_types:
+        assert proposal.memory <= 4, proposal.name
+        assert "50% of h_vmem 8.0 GB on vm" in proposal.meta["Memory"].source
+
+
+def test_recorded_multi_queue_grid_engine_over_ssh():
+    survey = sge.probe(replay("recorded-sge-8.1.9-debian12-multi-queue-ssh.json"))
+    assert survey.user == "tardis"
+    assert sorted(proposal.config["Queue"].value for proposal in survey.machine_types) == [
+        "all.q",
+        "mpi.q",
+        "short.q",
+    ]
+    (excluded,) = survey.excluded
+    assert excluded.name == "staff.q" and "do not hold tardis" in excluded.reason
+
+
+def test_recorded_multi_partition_slurm():
+    survey = slurm.probe(replay("recorded-slurm-22.05.8-debian12-multi-partition.json"))
+    types = {proposal.config["Partition"].value: proposal for proposal in survey.machine_types}
+    assert sorted(types) == ["debug", "gpu", "short"]
+    for proposal in types.values():  # gres/gpu:4 (File= in gres.conf) on the one node
+        assert proposal.gpus.value == 1
+        assert proposal.config["ExtraOptions"].value == ["--gres=gpu:1"]
+    short = types["short"]
+    assert short.config["Walltime"].value == 1800  # MaxTime=30 (minutes)
+    assert short.cores == 4 and short.memory <= 4  # MaxCPUsPerNode=4, MaxMemPerNode=4096
+    assert types["gpu"].config["Walltime"].value == 4 * 3600
+    left_out = {excluded.name: excluded.reason for excluded in survey.excluded}
+    assert set(left_out) == {"restricted"}
+    assert "AllowAccounts=tsd_physics" in left_out["restricted"]
+
+
+def test_a_user_without_an_association_keeps_the_open_partitions():
+    """tardis has no association in slurmdbd; this SLURM does not enforce them."""
+    survey = slurm.probe(replay("recorded-slurm-22.05.8-debian12-multi-partition-ssh.json"))
+    assert survey.user == "tardis"
+    types = {proposal.config["Partition"].value: proposal for proposal in survey.machine_types}
+    assert sorted(types) == ["debug", "gpu", "short"]
+    assert not any("Account" in proposal.config for proposal in types.values())
+    (excluded,) = survey.excluded
+    assert excluded.name == "restricted" and "tardis has no account" in excluded.reason
