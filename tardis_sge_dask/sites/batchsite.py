@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.executorexceptions import CommandExecutionFailure, ExecutorFailure
 from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
 from tardis.interfaces.executor import Executor
 from tardis.interfaces.siteadapter import ResourceStatus
@@ -166,6 +166,17 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 self.site_settings.command_timeout,
             )
             raise
+        except (ConnectionError, ExecutorFailure) as err:
+            # the SSH executor's submit host went away (sshd restarted, the host
+            # rebooting): one line, and TARDIS asks again; the executor reconnects then
+            reason = err.description if isinstance(err, ExecutorFailure) else str(err)
+            logger.warning(
+                "%s: cannot reach the submit host to run %s: %s; retrying later",
+                self.site_name,
+                argv[0],
+                reason,
+            )
+            raise TardisResourceStatusUpdateFailed(f"{argv[0]}: {reason}") from err
         return result.stdout
 
     # ------------------------------------------------------------ TARDIS API

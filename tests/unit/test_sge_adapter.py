@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.executorexceptions import CommandExecutionFailure, ExecutorFailure
 from tardis.exceptions.tardisexceptions import (
     TardisAuthError,
     TardisQuotaExceeded,
@@ -233,6 +233,29 @@ async def test_hanging_qstat_times_out(pilot):
     with pytest.raises(TardisTimeout):
         with adapter.handle_exceptions():
             await adapter.resource_status(drone(job_id="2"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 2222)"),
+        ExecutorFailure(description="SSH connection lost", executor=None),
+    ],
+)
+async def test_an_unreachable_submit_host_is_one_line_and_retried(pilot, error, caplog):
+    # sshd restarted on the submit host: TARDIS's SSHExecutor reconnects at the next
+    # command; until then each command fails like this
+    class Unreachable:
+        async def run_command(self, command, stdin_input=None):
+            raise error
+
+    adapter = adapter_with(pilot, executor=Unreachable())
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.resource_status(drone(job_id="2"))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and not record.exc_info
+    assert record.getMessage().startswith("testsite: cannot reach the submit host to run qstat")
 
 
 async def test_listed_job_reports_its_state(pilot):
