@@ -94,6 +94,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         self._adoptable: dict[str, str] | None = None
         #: when jobs were submitted, until a listing shows them (a cached one may predate them)
         self._submitted_at: dict[str, float] = {}
+        #: drones whose submission failed -> when it was sent (it may have arrived)
+        self._uncertain: dict[str, float] = {}
         #: drones whose job id the batch system gave to another job (logged once each)
         self._lost_to_reuse: set[str] = set()
 
@@ -182,6 +184,12 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     # ------------------------------------------------------------ TARDIS API
     async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:
         drone_uuid = resource_attributes.drone_uuid
+        if drone_uuid in self._uncertain:
+            landed = await self._landed_after_all(drone_uuid)
+            if landed is not None:
+                return AttributeDict(
+                    remote_resource_uuid=landed, resource_status=ResourceStatus.Booting
+                )
         adopted = await self._adopt(drone_uuid)
         if adopted is not None:
             logger.warning(
@@ -197,7 +205,14 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 remote_resource_uuid=adopted, resource_status=ResourceStatus.Booting
             )
         argv, script = self.render_submission(resource_attributes)
-        stdout = await self.run(argv, stdin=script)
+        asked_at = self._listing.now()
+        try:
+            stdout = await self.run(argv, stdin=script)
+        except Exception:
+            # the job may have reached the batch system before the answer was lost (an
+            # SSH connection broken mid-command, a timeout): look before submitting again
+            self._uncertain[drone_uuid] = asked_at
+            raise
         job_id = self.parse_job_id(stdout)
         self._submitted_at[job_id] = self._listing.now()
         logger.info(
@@ -209,6 +224,26 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             job_id,
         )
         return AttributeDict(remote_resource_uuid=job_id, resource_status=ResourceStatus.Booting)
+
+    async def _landed_after_all(self, drone_uuid: str) -> str | None:
+        """The job of a submission for this drone that failed, if it reached the batch system."""
+        # a listing taken after the failed command started; if it fails, the drone's
+        # next attempt asks again (the submission is retried only after this answers)
+        jobs = await self._listing(newer_than=self._uncertain[drone_uuid])
+        del self._uncertain[drone_uuid]
+        for job in jobs.values():
+            if job.name == drone_uuid:
+                logger.warning(
+                    "drone %s (%s/%s): its failed submission reached %s as job %s after all;"
+                    " taking that job instead of submitting again",
+                    drone_uuid,
+                    self.site_name,
+                    self.machine_type,
+                    self.batch_system,
+                    job.job_id,
+                )
+                return job.job_id
+        return None
 
     async def _adopt(self, drone_uuid: str) -> str | None:
         """A job submitted for this drone by an earlier daemon that died before recording it.

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from tardis.exceptions.executorexceptions import CommandExecutionFailure
+from tardis.exceptions.executorexceptions import CommandExecutionFailure, ExecutorFailure
 from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed, TardisTimeout
 from tardis.interfaces.siteadapter import ResourceStatus
+from tardis.utilities.attributedict import AttributeDict
 from tardis.utilities.executors.shellexecutor import ShellExecutor
 
 from tardis_sge_dask.schema.sites import DEFAULT_JOB_PATH
@@ -399,6 +400,38 @@ async def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_again(pil
     assert not any("sbatch" in command for command, _ in executor.commands)
     assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "77"
     assert sum(command.startswith("squeue") for command, _ in executor.commands) == 1
+
+
+class LosesTheFirstAnswer(RecordingExecutor):
+    """sbatch reaches slurmctld, then the SSH connection breaks before its answer returns."""
+
+    def __init__(self):
+        super().__init__({})
+        self.listing = ""
+
+    async def run_command(self, command, stdin_input=None):
+        self.commands.append((command, stdin_input))
+        if command.startswith("squeue"):
+            return AttributeDict(stdout=self.listing, stderr="", exit_code=0)
+        if not self.listing:
+            name = command.split("--job-name=")[1].split()[0]
+            self.listing = f"4242|PENDING|{name}\n"
+            raise ExecutorFailure(description="SSH connection lost", executor=self)
+        return AttributeDict(stdout="4243\n", stderr="", exit_code=0)
+
+
+async def test_a_submission_whose_answer_was_lost_is_not_submitted_again(pilot, caplog):
+    executor = LosesTheFirstAnswer()
+    adapter = adapter_with(pilot, executor=executor)
+    with pytest.raises(TardisResourceStatusUpdateFailed):
+        with adapter.handle_exceptions():
+            await adapter.deploy_resource(drone())
+    # TARDIS retries the drone's submission at its next heartbeat
+    assert (await adapter.deploy_resource(drone())).remote_resource_uuid == "4242"
+    assert sum("sbatch" in command for command, _ in executor.commands) == 1
+    assert any("reached slurm as job 4242 after all" in r.getMessage() for r in caplog.records)
+    # another drone is submitted as usual
+    assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "4243"
 
 
 # ------------------------------------------------------------------ stopping drones
