@@ -38,14 +38,21 @@ import tempfile
 import threading
 import time
 import uuid
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.sge_queue import (  # noqa: E402
+    command_shims,
+    delete_jobs,
+    disabled_queue,
+    jobs_named,
+    logged_calls,
+    run,
+)
+
 QUEUE_PREFIX = "tsdbench"
-SHIMMED = ("qsub", "qstat", "qdel", "qacct")
 
 
 # ------------------------------------------------------------------ the daemon side
@@ -105,44 +112,6 @@ def run_daemon_with_watchdog(config: str, stall_file: str) -> None:
 
 
 # ------------------------------------------------------------------ Grid Engine
-def run(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
-
-
-def make_disabled_queue(name: str, directory: Path) -> None:
-    """A copy of all.q under another name, disabled before any job can start in it."""
-    lines = []
-    for line in run("qconf", "-sq", "all.q").stdout.splitlines():
-        key = line.split(None, 1)[0] if line.strip() else ""
-        if key == "qname":
-            line = f"qname {name}"
-        elif key == "initial_state":
-            line = "initial_state disabled"
-        lines.append(line)
-    spec = directory / f"{name}.conf"
-    spec.write_text("\n".join(lines) + "\n")
-    run("qconf", "-Aq", str(spec))
-    run("qmod", "-d", name)
-
-
-def remove_queue(name: str) -> None:
-    run("qconf", "-dq", name, check=False)
-
-
-def jobs_named(prefix: str) -> list[str]:
-    out = run("qstat", "-u", "*", "-xml").stdout
-    return [
-        entry.findtext("JB_job_number") or ""
-        for entry in ElementTree.fromstring(out).iter("job_list")
-        if (entry.findtext("JB_name") or "").startswith(prefix)
-    ]
-
-
-def delete_jobs(job_ids: list[str]) -> None:
-    for start in range(0, len(job_ids), 500):
-        run("qdel", *job_ids[start : start + 500], check=False)
-
-
 def raw_qsub_rate(queue: str, prefix: str, sample: int) -> float:
     """Jobs per second of a plain sequential qsub loop, the way the daemon spells them."""
     ids = []
@@ -173,34 +142,6 @@ def raw_listing() -> tuple[float, float, int]:
 
 
 # ------------------------------------------------------------------ measurements
-def shim_directory(directory: Path, log: Path) -> Path:
-    """Scripts named like the Grid Engine commands that log each call, then run it."""
-    shims = directory / "shims"
-    shims.mkdir()
-    for name in SHIMMED:
-        real = run("sh", "-c", f"command -v {name}").stdout.strip()
-        script = shims / name
-        script.write_text(
-            "#!/bin/sh\n"
-            f'printf "%s %s\\n" "$(date +%s.%N)" "{name} $1" >> {shlex.quote(str(log))}\n'
-            f'exec {shlex.quote(real)} "$@"\n'
-        )
-        script.chmod(0o755)
-    return shims
-
-
-def calls(log: Path, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
-    """Commands run by the daemon in [since, until), by program and first argument."""
-    counted: dict[str, int] = {}
-    if not log.exists():
-        return counted
-    for line in log.read_text().splitlines():
-        stamp, _, command = line.partition(" ")
-        if since <= float(stamp) < until:
-            counted[command] = counted.get(command, 0) + 1
-    return counted
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -257,94 +198,92 @@ def bench(options: argparse.Namespace, directory: Path) -> dict[str, float]:
     stall_file = directory / "stalls.json"
     result: dict[str, float] = {"drones": options.drones}
     daemon = None
-    make_disabled_queue(queue, directory)
-    try:
-        result["raw_qsub_rate"] = raw_qsub_rate(queue, site, options.raw_sample)
-        config, demand = config_for(
-            directory, site, queue, options.drones, options.heartbeat, options.max_age
-        )
-        env = {
-            **os.environ,
-            "PATH": f"{shim_directory(directory, command_log)}:{os.environ['PATH']}",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(directory / "daemon.log", "w") as log:
-            daemon = subprocess.Popen(
-                [sys.executable, __file__, "--run-daemon", str(config), str(stall_file)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=directory, env=env,
-            )  # fmt: skip
-        time.sleep(3)
+    with disabled_queue(queue, directory, job_prefix=site):
+        try:
+            result["raw_qsub_rate"] = raw_qsub_rate(queue, site, options.raw_sample)
+            config, demand = config_for(
+                directory, site, queue, options.drones, options.heartbeat, options.max_age
+            )
+            env = {
+                **os.environ,
+                "PATH": f"{command_shims(directory, command_log)}:{os.environ['PATH']}",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                "PYTHONUNBUFFERED": "1",
+            }
+            with open(directory / "daemon.log", "w") as log:
+                daemon = subprocess.Popen(
+                    [sys.executable, __file__, "--run-daemon", str(config), str(stall_file)],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=directory, env=env,
+                )  # fmt: skip
+            time.sleep(3)
 
-        # submission: demand 0 -> N until N qsub have returned
-        started = time.time()
-        demand.write_text(str(options.drones))
-        wait_for(
-            lambda: len(jobs_named(site)) >= options.drones,
-            options.drones / 2 + 300,
-            f"{options.drones} jobs",
-            daemon,
-        )
-        result["submit_seconds"] = time.time() - started
-        submitted_at = time.time()
+            # submission: demand 0 -> N until N qsub have returned
+            started = time.time()
+            demand.write_text(str(options.drones))
+            wait_for(
+                lambda: len(jobs_named(site)) >= options.drones,
+                options.drones / 2 + 300,
+                f"{options.drones} jobs",
+                daemon,
+            )
+            result["submit_seconds"] = time.time() - started
+            submitted_at = time.time()
 
-        # steady state: every drone past its first heartbeat, then a quiet stretch
-        time.sleep(options.heartbeat + 5)
-        steady_from, cpu_from = time.time(), cpu_seconds(daemon.pid)
-        time.sleep(options.steady)
-        steady_to, cpu_to = time.time(), cpu_seconds(daemon.pid)
-        minutes = (steady_to - steady_from) / 60
-        steady = calls(command_log, steady_from, steady_to)
-        result["listing_calls_per_min"] = steady.get("qstat -xml", 0) / minutes
-        result["other_calls_per_min"] = (sum(steady.values()) - steady.get("qstat -xml", 0)) / (
-            minutes
-        )
-        result["cpu_s_per_min"] = (cpu_to - cpu_from) / minutes
-        result["peak_rss_mb"] = peak_rss_mb(daemon.pid)
-        result["raw_listing_wall"], result["raw_listing_cpu"], result["listing_bytes"] = (
-            raw_listing()
-        )
-        size, rows = registry(directory / "drones.db")
-        result["registry_bytes"], result["registry_rows"] = size, rows
-        events = json.loads(stall_file.read_text())["events"]
-        result["longest_stall"] = max(
-            (late for at, late in events if steady_from <= at < steady_to), default=0.0
-        )
-        result["longest_stall_submitting"] = max(
-            (late for at, late in events if started <= at < submitted_at), default=0.0
-        )
+            # steady state: every drone past its first heartbeat, then a quiet stretch
+            time.sleep(options.heartbeat + 5)
+            steady_from, cpu_from = time.time(), cpu_seconds(daemon.pid)
+            time.sleep(options.steady)
+            steady_to, cpu_to = time.time(), cpu_seconds(daemon.pid)
+            minutes = (steady_to - steady_from) / 60
+            steady = logged_calls(command_log, steady_from, steady_to)
+            result["listing_calls_per_min"] = steady.get("qstat -xml", 0) / minutes
+            result["other_calls_per_min"] = (sum(steady.values()) - steady.get("qstat -xml", 0)) / (
+                minutes
+            )
+            result["cpu_s_per_min"] = (cpu_to - cpu_from) / minutes
+            result["peak_rss_mb"] = peak_rss_mb(daemon.pid)
+            result["raw_listing_wall"], result["raw_listing_cpu"], result["listing_bytes"] = (
+                raw_listing()
+            )
+            size, rows = registry(directory / "drones.db")
+            result["registry_bytes"], result["registry_rows"] = size, rows
+            events = json.loads(stall_file.read_text())["events"]
+            result["longest_stall"] = max(
+                (late for at, late in events if steady_from <= at < steady_to), default=0.0
+            )
+            result["longest_stall_submitting"] = max(
+                (late for at, late in events if started <= at < submitted_at), default=0.0
+            )
 
-        # demand 0: until none of the run's jobs is left
-        started = time.time()
-        demand.write_text("0")
-        wait_for(
-            lambda: not jobs_named(site),
-            options.drones / 2 + 600,
-            "every job cancelled",
-            daemon,
-        )
-        result["cancel_seconds"] = time.time() - started
-        everything = calls(command_log, submitted_at)
-        result["qdel_calls"] = sum(n for c, n in everything.items() if c.startswith("qdel"))
-        result["qstat_j_calls"] = everything.get("qstat -j", 0)
-        result["qacct_calls"] = sum(n for c, n in everything.items() if c.startswith("qacct"))
-        result["listing_calls_total"] = calls(command_log).get("qstat -xml", 0)
-        stalls = json.loads(stall_file.read_text())
-        result["stall_longest_all"] = stalls["longest"]
-        result["stalls_over_half_second"] = stalls["over_half"]
-        result["longest_stall_cancelling"] = max(
-            (late for at, late in stalls["events"] if at >= started), default=0.0
-        )
-        return result
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.terminate()
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-        delete_jobs(jobs_named(site))
-        remove_queue(queue)
+            # demand 0: until none of the run's jobs is left
+            started = time.time()
+            demand.write_text("0")
+            wait_for(
+                lambda: not jobs_named(site),
+                options.drones / 2 + 600,
+                "every job cancelled",
+                daemon,
+            )
+            result["cancel_seconds"] = time.time() - started
+            everything = logged_calls(command_log, submitted_at)
+            result["qdel_calls"] = sum(n for c, n in everything.items() if c.startswith("qdel"))
+            result["qstat_j_calls"] = everything.get("qstat -j", 0)
+            result["qacct_calls"] = sum(n for c, n in everything.items() if c.startswith("qacct"))
+            result["listing_calls_total"] = logged_calls(command_log).get("qstat -xml", 0)
+            stalls = json.loads(stall_file.read_text())
+            result["stall_longest_all"] = stalls["longest"]
+            result["stalls_over_half_second"] = stalls["over_half"]
+            result["longest_stall_cancelling"] = max(
+                (late for at, late in stalls["events"] if at >= started), default=0.0
+            )
+            return result
+        finally:
+            if daemon is not None and daemon.poll() is None:
+                daemon.terminate()
+                try:
+                    daemon.wait(60)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
 
 
 def main() -> None:

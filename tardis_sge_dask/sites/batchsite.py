@@ -207,7 +207,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         argv, script = self.render_submission(resource_attributes)
         asked_at = self._listing.now()
         try:
-            stdout = await self.run(argv, stdin=script)
+            async with self._listing.drone_command():
+                stdout = await self.run(argv, stdin=script)
         except Exception:
             # the job may have reached the batch system before the answer was lost (an
             # SSH connection broken mid-command, a timeout): look before submitting again
@@ -338,7 +339,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     ) -> ResourceStatus:
         if job_id in self._ended:
             return self._ended[job_id]
-        async with self._listing.missing_lookup():
+        async with self._listing.drone_command():
             exists = await self.job_exists(job_id)
         if exists:
             # the listing left out a live job (a mangled or partial answer): declaring it
@@ -352,7 +353,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             raise TardisResourceStatusUpdateFailed(
                 f"job {job_id} is missing from the listing, but {self.batch_system} still has it"
             )
-        async with self._listing.missing_lookup():
+        async with self._listing.drone_command():
             record = await self._accounting(job_id)
         if record is not None:
             level = logging.WARNING if record.failed else logging.INFO
@@ -402,7 +403,8 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         if job_id is None:
             return
         try:
-            await self.run(self.terminate_command(str(job_id)))
+            async with self._listing.drone_command():
+                await self.run(self.terminate_command(str(job_id)))
         except CommandExecutionFailure as failure:
             if self.job_already_gone(failure):
                 logger.info("%s: already gone", self.describe(resource_attributes))

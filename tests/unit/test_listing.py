@@ -253,7 +253,46 @@ async def test_missing_jobs_are_confirmed_gone_a_few_at_a_time(pilot, clock):
     assert {status.resource_status for status in statuses} == {ResourceStatus.Deleted}
     assert executor.count("qstat -j ") == 60
     assert executor.count("qacct -j ") == 60
-    assert executor.most_at_once <= listing.MISSING_LOOKUPS_AT_ONCE
+    assert executor.most_at_once <= listing.DRONE_COMMANDS_AT_ONCE
+
+
+async def test_a_burst_of_submissions_and_removals_runs_a_few_commands_at_a_time(pilot, clock):
+    # demand 0 -> 1,000 is a qsub per drone at once, demand 0 a qdel per drone; unbounded
+    # (measured on the real Grid Engine) a quarter of 1,000 qsub timed out, their job ids lost
+    executor = FakeGridEngine(EMPTY, delay=0.005)
+    adapter = sge(pilot, executor)
+    adapter._adoptable = {}  # no earlier daemon's jobs to adopt
+    new = [drone(f"testsite-{index:010d}") for index in range(60)]
+    submitted = await asyncio.gather(*(adapter.deploy_resource(d) for d in new))
+    assert len({result.remote_resource_uuid for result in submitted}) == 60
+    assert executor.most_at_once <= listing.DRONE_COMMANDS_AT_ONCE
+    executor.most_at_once = 0
+    for attributes, result in zip(new, submitted, strict=True):
+        attributes["remote_resource_uuid"] = result.remote_resource_uuid
+    executor.run_command = removal_counting(executor)
+    await asyncio.gather(*(adapter.terminate_resource(d) for d in new))
+    assert executor.count("qdel ") == 60
+    assert executor.most_at_once <= listing.DRONE_COMMANDS_AT_ONCE
+
+
+def removal_counting(executor: FakeGridEngine):
+    """The executor's run_command, answering qdel as Grid Engine does."""
+    answer = executor.run_command
+
+    async def run_command(command: str, stdin_input: str | None = None):
+        if not command.startswith("qdel "):
+            return await answer(command, stdin_input)
+        executor.commands.append(command)
+        executor.running += 1
+        executor.most_at_once = max(executor.most_at_once, executor.running)
+        try:
+            await asyncio.sleep(executor.delay)
+        finally:
+            executor.running -= 1
+        job_id = command.split()[1]
+        return AttributeDict(stdout=f"root has registered the job {job_id} for deletion\n")
+
+    return run_command
 
 
 async def test_slurm_drones_share_one_squeue(pilot, clock):
