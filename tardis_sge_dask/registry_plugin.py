@@ -136,9 +136,10 @@ class SqliteRegistry(TardisSqliteRegistry):
         if write is not None:
             self._postpone(write)
         try:
-            while self._postponed:
-                self._record(self._postponed[0])
-                self._postponed.pop(0)
+            # one transaction: the file holds all of them or none, never half a drone
+            with self.connect() as connection:
+                for queued in self._postponed:
+                    self._record(connection, queued)
         except sqlite3.OperationalError as err:
             # an exception out of a drone's state stops the whole daemon; the drones
             # live on in memory, and their rows are written when the file takes them
@@ -151,6 +152,7 @@ class SqliteRegistry(TardisSqliteRegistry):
                     err,
                 )
             return True
+        self._postponed.clear()
         if was_failing:
             logger.warning("drone registry %s written again: no drone state lost", self._db_file)
         return False
@@ -170,13 +172,12 @@ class SqliteRegistry(TardisSqliteRegistry):
                 return  # the row never reached the file
         self._postponed.append(write)
 
-    def _record(self, write: _Write) -> None:
-        with self.connect() as connection:
-            bind_parameters = write.bind_parameters
-            job_id = bind_parameters.get("remote_resource_uuid")
-            if write.kind != "delete" and job_id is not None:
-                bind_parameters = self._make_room(connection, bind_parameters, str(job_id))
-            connection.execute(write.sql_query, bind_parameters)
+    def _record(self, connection: sqlite3.Connection, write: _Write) -> None:
+        bind_parameters = write.bind_parameters
+        job_id = bind_parameters.get("remote_resource_uuid")
+        if write.kind != "delete" and job_id is not None:
+            bind_parameters = self._make_room(connection, bind_parameters, str(job_id))
+        connection.execute(write.sql_query, bind_parameters)
 
     def _make_room(
         self, connection: sqlite3.Connection, bind_parameters: dict, job_id: str

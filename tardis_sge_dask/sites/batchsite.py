@@ -96,6 +96,10 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         self._submitted_at: dict[str, float] = {}
         #: drones whose submission failed -> when it was sent (it may have arrived)
         self._uncertain: dict[str, float] = {}
+        #: the listing last indexed by job name, and that index (for second jobs)
+        self._names_of: tuple[dict[str, JobInfo], dict[str, list[str]]] | None = None
+        #: second jobs of a drone whose removal was requested
+        self._seconds_removed: set[str] = set()
         #: drones whose job id the batch system gave to another job (logged once each)
         self._lost_to_reuse: set[str] = set()
 
@@ -282,6 +286,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             if job_id in jobs:
                 del self._submitted_at[job_id]
         job = jobs.get(job_id)
+        await self._remove_second_jobs(jobs, job_id, resource_attributes)
         if job is not None and self._taken_by_another(job, resource_attributes):
             return AttributeDict(
                 remote_resource_uuid=job_id, resource_status=ResourceStatus.Deleted
@@ -309,6 +314,39 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
             )
             self._last_state[job_id] = job.state
         return AttributeDict(remote_resource_uuid=job_id, resource_status=status)
+
+    async def _remove_second_jobs(
+        self, jobs: dict[str, JobInfo], job_id: str, resource_attributes: AttributeDict
+    ) -> None:
+        """Remove jobs carrying the drone's name besides its own: nobody else tracks them.
+
+        TARDIS's SSH executor runs a command again when the connection broke while it
+        ran; a qsub that had reached the batch system then leaves a second job for one
+        drone, which ``sweep`` cannot call an orphan (its name is a registered drone's).
+        """
+        drone_uuid = resource_attributes.get("drone_uuid")
+        if self._names_of is None or self._names_of[0] is not jobs:
+            index: dict[str, list[str]] = {}
+            for listed in jobs.values():
+                # SLURM lists ended jobs too: those need no removal
+                if listed.name and self.translate_state(listed.state) is not ResourceStatus.Deleted:
+                    index.setdefault(listed.name, []).append(listed.job_id)
+            self._names_of = (jobs, index)
+        for second in self._names_of[1].get(drone_uuid, ()):
+            if second == job_id or second in self._seconds_removed:
+                continue
+            self._seconds_removed.add(second)
+            logger.warning(
+                "%s: %s job %s carries this drone's name too (a submission run twice); removing it",
+                self.describe(resource_attributes),
+                self.batch_system,
+                second,
+            )
+            try:
+                await self.run(self.terminate_command(second))
+            except Exception as err:  # the drone's own status must not fail for it
+                self._seconds_removed.discard(second)
+                logger.warning("%s: removing job %s failed: %s", self.site_name, second, err)
 
     def _taken_by_another(self, job: JobInfo, resource_attributes: AttributeDict) -> bool:
         """Whether the drone's job id now names another job: its own job is gone for good.

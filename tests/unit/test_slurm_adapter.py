@@ -434,6 +434,18 @@ async def test_a_submission_whose_answer_was_lost_is_not_submitted_again(pilot, 
     assert (await adapter.deploy_resource(drone("testsite-other"))).remote_resource_uuid == "4243"
 
 
+async def test_a_second_live_job_with_the_drones_name_is_removed_once(pilot, caplog):
+    # TARDIS's SSHExecutor re-ran an sbatch whose connection broke after it had arrived
+    listing = "4242|RUNNING|testsite-0123456789\n4243|PENDING|testsite-0123456789\n"
+    executor = ScancelRecorder(listing=listing)
+    adapter = adapter_with(pilot, executor=executor)
+    for _ in range(2):
+        status = await adapter.resource_status(drone(job_id="4243"))
+        assert status.resource_status is ResourceStatus.Booting
+    assert executor.scancels() == ["scancel 4242"]
+    assert any("job 4242 carries this drone's name too" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------ stopping drones
 # the listing answers at once, so only the stop grace decides what happens when
 NO_DELAY = {"bulk_delay": 0.01}
