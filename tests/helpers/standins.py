@@ -16,7 +16,7 @@ HOSTILE = [
     "all.q; touch {canary}",
     "$(touch {canary})",
     "`touch {canary}`",
-    "all.q -t 1-1000 -v LD_PRELOAD=/tmp/x.so",  # line breaks are refused, see test_sge_adapter
+    "all.q -t 1-1000 -v LD_PRELOAD=/tmp/x.so",  # line breaks are refused, see test_batch_systems
     'it\'s "quoted"',
 ]
 

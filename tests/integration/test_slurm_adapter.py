@@ -1,17 +1,19 @@
-"""The SLURM adapter against the real local slurmctld/slurmd, locally and over a real sshd."""
+"""What only the SLURM adapter does, against the real local slurmctld/slurmd.
+
+The scenarios every batch system shares (listing, graceful stop, over SSH, accounting, a
+job removed behind the adapter's back, a queued drone stopped, hostile values, ...) run
+on SLURM in test_batch_systems.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from tardis.interfaces.siteadapter import ResourceStatus
 from tardis.utilities.executors.shellexecutor import ShellExecutor
-from tardis.utilities.executors.sshexecutor import SSHExecutor
 
 from tardis_sge_dask.sites.slurm import SlurmBatchAdapter
 from tests.helpers import slurm as sq
@@ -31,7 +33,6 @@ def slurm_adapter(site: str, executor, log_directory: Path, **machine_type) -> S
     section["MachineMetaData"]["small"] = {"Cores": 1, "Memory": 1, "Disk": 1}
     section["executor"] = executor
     section["accounting_grace"] = 10
-    section["bulk_delay"] = 0.1
     return make_adapter(SlurmBatchAdapter, "SlurmBatch", section, site=site)
 
 
@@ -45,33 +46,6 @@ async def until_output(log_directory: Path, attributes, line: str, timeout: floa
     while line not in output(log_directory, attributes):
         assert time.monotonic() < deadline, output(log_directory, attributes)
         await asyncio.sleep(0.5)
-
-
-async def graceful_lifecycle(adapter: SlurmBatchAdapter, site: str, logs: Path) -> None:
-    attributes = drone(f"{site}-0123456789")
-    attributes.update(await adapter.deploy_resource(attributes))
-    job_id = attributes.remote_resource_uuid
-    try:
-        job = sq.show(job_id)
-        assert job["JobName"] == f"{site}-0123456789"
-        assert job["TimeLimit"] == "00:10:00"
-        assert job["MinMemoryNode"] == "1G"
-        assert job["NumCPUs"] == "1"
-        assert job["Requeue"] == "0"
-        await status_until(adapter, attributes, ResourceStatus.Running)
-        await until_output(logs, attributes, f"started drone {site}-0123456789 cores=1")
-        await adapter.stop_resource(attributes)
-        await status_until(adapter, attributes, ResourceStatus.Deleted)
-        # the pilot got its warning and ended by itself: no kill was needed
-        assert output(logs, attributes)[-1] == "got USR2"
-        assert sq.accounting(job_id) == ("COMPLETED", "0:0")
-    finally:
-        sq.cancel(site)
-
-
-async def test_graceful_stop_on_real_slurm(slurm, tmp_path):
-    site = unique_site("itslurm")
-    await graceful_lifecycle(slurm_adapter(site, ShellExecutor(), tmp_path), site, tmp_path)
 
 
 async def test_a_pilot_that_ignores_the_warning_is_cancelled_after_the_grace(slurm, tmp_path):
@@ -123,49 +97,3 @@ async def test_the_pilot_is_warned_before_the_time_limit(slurm, tmp_path):
         assert sq.accounting(attributes.remote_resource_uuid) == ("COMPLETED", "0:0")
     finally:
         sq.cancel(site)
-
-
-async def test_stopping_a_queued_drone_cancels_it(slurm, tmp_path):
-    site = unique_site("itslurm")
-    adapter = slurm_adapter(site, ShellExecutor(), tmp_path, ExtraOptions=["--hold"])
-    attributes = drone(f"{site}-0123456789")
-    attributes.update(await adapter.deploy_resource(attributes))
-    try:
-        await status_until(adapter, attributes, ResourceStatus.Booting)
-        await adapter.stop_resource(attributes)
-        await status_until(adapter, attributes, ResourceStatus.Deleted)
-        assert sq.jobs(site)[attributes.remote_resource_uuid]["state"] == "CANCELLED"
-    finally:
-        sq.cancel(site)
-
-
-async def test_an_external_scancel_is_noticed(slurm, tmp_path):
-    site = unique_site("itslurm")
-    adapter = slurm_adapter(site, ShellExecutor(), tmp_path)
-    attributes = drone(f"{site}-0123456789")
-    attributes.update(await adapter.deploy_resource(attributes))
-    try:
-        await status_until(adapter, attributes, ResourceStatus.Running)
-        sq.cancel(site)
-        await status_until(adapter, attributes, ResourceStatus.Deleted)
-    finally:
-        sq.cancel(site)
-
-
-def known_hosts(tmp_path: Path) -> Path:
-    key = Path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-    path = tmp_path / "known_hosts"
-    path.write_text(f"[127.0.0.1]:2222 {key[0]} {key[1]}\n")
-    return path
-
-
-async def test_graceful_stop_over_ssh_with_checked_host_key(slurm, sshd, tmp_path):
-    site = unique_site("itslssh")
-    executor = SSHExecutor(**sshd, known_hosts=str(known_hosts(tmp_path)))
-    # the jobs run as the ssh login's user, who cannot write into pytest's private tmp
-    logs = Path(tempfile.mkdtemp(prefix=f"{site}-"))
-    logs.chmod(0o1777)
-    try:
-        await graceful_lifecycle(slurm_adapter(site, executor, logs), site, logs)
-    finally:
-        shutil.rmtree(logs, ignore_errors=True)
