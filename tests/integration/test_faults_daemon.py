@@ -28,8 +28,7 @@ from tardis_sge_dask.status import DroneRow, read_registry
 from tests.helpers import sge as qstat
 from tests.helpers import slurm as sq
 from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
-from tests.integration.test_sge_daemon import sge_site_section
-from tests.integration.test_slurm_daemon import slurm_site_section
+from tests.helpers.site_sections import sge_site_section, slurm_site_section
 
 pytestmark = pytest.mark.integration
 

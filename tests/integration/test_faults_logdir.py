@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
+from tests.helpers.site_sections import sge_site_section
 from tests.integration.test_faults_daemon import SGE, Site, report, settled
-from tests.integration.test_sge_daemon import sge_site_section
 
 pytestmark = pytest.mark.integration
 
