@@ -167,6 +167,28 @@ def choose_gpu_attribute(complexes: dict[str, Complex]) -> Complex | None:
     return None
 
 
+#: the stack limit drones ask for with h_vmem: Linux's usual default
+STACK_LIMIT = "8M"
+
+
+def choose_stack_limit(complexes: dict[str, Complex], memory: str | None) -> Sourced | None:
+    """``-l h_stack=8M`` where drones request h_vmem.
+
+    Grid Engine sets a job's stack limit to its h_vmem when the job asks for no h_stack.
+    Every new thread reserves the stack limit in address space, which h_vmem also bounds:
+    the second thread of a process already fails (measured: OpenBLAS, imported by the dask
+    worker, cannot start its threads and the worker never joins).
+    """
+    entry = complexes.get("h_stack")
+    if memory != "h_vmem" or entry is None or entry.requestable not in ("YES", "FORCED"):
+        return None
+    return Sourced(
+        ["-l", f"h_stack={STACK_LIMIT}"],
+        "drones request h_vmem, and without h_stack Grid Engine makes the stack limit as"
+        " large: every thread would reserve that much address space within h_vmem",
+    )
+
+
 # ------------------------------------------------------------------- probe
 @dataclass
 class Host:
@@ -256,6 +278,7 @@ class SGEProbe:
         complexes = parse_complexes(self.text("qconf", "-sc") or "")
         self.memory = choose_memory_attribute(complexes)
         self.gpu = choose_gpu_attribute(complexes)
+        self.stack = choose_stack_limit(complexes, self.memory.value)
         survey.notes.append(f"qconf -sql: {' '.join(parse_names(queues)) or 'no queues'}")
         survey.notes.append(f"MemoryResource: {self.memory.source}")
         counted: dict[str, int] = {}
@@ -331,6 +354,8 @@ class SGEProbe:
         if pe_name is not None:
             config["ParallelEnvironment"] = Sourced(pe_name, pe_source, pe_question)
         config["MemoryResource"] = self.memory
+        if self.stack is not None:
+            config["ExtraOptions"] = self.stack
         walltime = self.walltime_of(queue, conf, hosts)
         if walltime.value <= DEFAULT_LIFETIME_MARGIN + 60:
             return leave_out(
@@ -356,8 +381,11 @@ class SGEProbe:
                     " host; one per drone",
                     "more GPUs per drone?",
                 )
+                extra = config.get("ExtraOptions")
                 config["ExtraOptions"] = Sourced(
-                    ["-l", f"{gpu.name}=1"], f"qconf -sc: the GPU consumable is {gpu.name}"
+                    [*(extra.value if extra else []), "-l", f"{gpu.name}=1"],
+                    f"qconf -sc: the GPU consumable is {gpu.name}"
+                    + (f"; {extra.source}" if extra else ""),
                 )
             else:
                 proposal.notes.append(

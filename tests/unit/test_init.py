@@ -251,6 +251,8 @@ def test_recorded_multi_queue_grid_engine():
     # pe_list "tsd_rr smp": the $pe_slots PE, though the $round_robin one comes first
     assert short.config["ParallelEnvironment"].value == "smp"
     assert short.config["MemoryResource"].value == "h_vmem"  # consumable per slot (YES)
+    # without h_stack Grid Engine would make the stack limit as large as h_vmem
+    assert short.config["ExtraOptions"].value == ["-l", "h_stack=8M"]
     assert short.config["Walltime"].value == 1800  # h_rt 00:30:00
     assert 1 < short.cores <= 4 and short.memory <= 4 * short.cores  # h_vmem 4G per slot
     # only a $round_robin PE: one-core drones without a PE, and the question why
@@ -260,6 +262,16 @@ def test_recorded_multi_queue_grid_engine():
     left_out = {excluded.name: excluded.reason for excluded in survey.excluded}
     assert set(left_out) == {"staff.q"}
     assert "user_lists tsd_staff do not hold root" in left_out["staff.q"]
+
+
+def test_a_stack_limit_only_where_drones_request_h_vmem():
+    table = sge.parse_complexes(
+        "h_stack h_stack MEMORY <= YES NO 0 0\nh_vmem h_vmem MEMORY <= YES YES 0 0\n"
+        "mem_free mf MEMORY <= YES YES 0 0\n"
+    )
+    assert sge.choose_stack_limit(table, "h_vmem").value == ["-l", "h_stack=8M"]
+    assert sge.choose_stack_limit(table, "mem_free") is None
+    assert sge.choose_stack_limit(table, None) is None
 
 
 def test_the_hosts_memory_consumable_bounds_a_drone():
