@@ -73,8 +73,6 @@ def parse_walltime(value: Any, key_path: str) -> int:
 class SiteSettings:
     """Keys of the ``<site name>:`` section shared by every machine type."""
 
-    bulk_size: int
-    bulk_delay: float
     command_timeout: float
     accounting_grace: float
     job_environment: dict[str, str]
@@ -83,8 +81,6 @@ class SiteSettings:
     def from_schema(cls, section: SiteSection) -> SiteSettings:
         # the defaults are the schema's: an adapter never supplies its own
         return cls(
-            bulk_size=int(section.bulk_size),
-            bulk_delay=float(section.bulk_delay),
             command_timeout=float(section.command_timeout),
             accounting_grace=float(section.accounting_grace),
             job_environment=dict(section.JobEnvironment),

@@ -3,7 +3,7 @@
 The dialect of the shared batch-site base for SLURM (measured on 22.05):
 
 * ``sbatch --parsable`` reads the job script on stdin and prints the job id;
-* one ``squeue -h -t all --me -o '%i|%T|%j'`` per bulk window (``squeue --json``
+* one ``squeue -h -t all --me -o '%i|%T|%j'`` per listing window (``squeue --json``
   ignores job filters); finished jobs stay listed for ``MinJobAge``;
 * ``sacct -P -n -X -j ID`` for jobs that left the listing (``sacct --json`` reports
   wrong exit codes in 22.05);
