@@ -23,7 +23,7 @@ source "$(dirname "$0")/lib.sh"
 qm_ok() { qconf -sh; }
 execd_pidfile() { ls /var/spool/gridengine/execd/*/execd.pid 2>/dev/null | head -n1; }
 execd_reports_load() { qhost -h "$H" -xml | grep "name='load_avg'>[0-9]" >/dev/null; }
-qc() { local o; o=$(qconf "$@" 2>&1) || { echo "$o" >&2; die "qconf $* failed"; }; }   # quiet qconf
+source "$(dirname "$0")/sge-lib.sh"
 
 # ---------------------------------------------------------------- 1. packages
 # the master's debconf answers must be in place before its postinst runs
@@ -129,60 +129,8 @@ accounting_summary FALSE
 qsort_args         NONE
 EOF
 if qconf -sp smp >/dev/null 2>&1; then qc -Mp "$CFG/pe"; else qc -Ap "$CFG/pe"; fi
-# queue all.q (notify=5s: with qsub -notify, qdel sends SIGUSR2 and qmod -sj SIGUSR1
-# 5 s before SIGKILL/SIGSTOP)
-cat > "$CFG/q" <<EOF
-qname                 all.q
-hostlist              @allhosts
-seq_no                0
-load_thresholds       NONE
-suspend_thresholds    NONE
-nsuspend              1
-suspend_interval      00:05:00
-priority              0
-min_cpu_interval      00:05:00
-processors            UNDEFINED
-qtype                 BATCH INTERACTIVE
-ckpt_list             NONE
-pe_list               smp
-rerun                 FALSE
-slots                 $SGE_SLOTS
-tmpdir                /tmp
-shell                 /bin/bash
-prolog                NONE
-epilog                NONE
-shell_start_mode      posix_compliant
-starter_method        NONE
-suspend_method        NONE
-resume_method         NONE
-terminate_method      NONE
-notify                00:00:05
-owner_list            NONE
-user_lists            NONE
-xuser_lists           NONE
-subordinate_list      NONE
-complex_values        NONE
-projects              NONE
-xprojects             NONE
-calendar              NONE
-initial_state         default
-s_rt                  INFINITY
-h_rt                  INFINITY
-s_cpu                 INFINITY
-h_cpu                 INFINITY
-s_fsize               INFINITY
-h_fsize               INFINITY
-s_data                INFINITY
-h_data                INFINITY
-s_stack               INFINITY
-h_stack               INFINITY
-s_core                INFINITY
-h_core                INFINITY
-s_rss                 INFINITY
-h_rss                 INFINITY
-s_vmem                INFINITY
-h_vmem                INFINITY
-EOF
+# queue all.q
+sge_queue all.q "$SGE_SLOTS" INFINITY INFINITY smp NONE > "$CFG/q"
 if qconf -sq all.q >/dev/null 2>&1; then qc -Mq "$CFG/q"; else qc -Aq "$CFG/q"; fi
 qconf -ss 2>/dev/null | grep -xF "$H" >/dev/null || qc -as "$H"      # submit host (admin host is automatic)
 log "configuration applied"

@@ -26,69 +26,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 SERVICE=site-shapes
 source "$here/lib.sh"
+source "$here/sge-lib.sh"
 action=${1:-}
 system=${2:-}
 H=$(hostname)
 
 # ------------------------------------------------------------------ Grid Engine
 SGE_QUEUES="short.q mpi.q staff.q"
-qc() { local o; o=$(qconf "$@" 2>&1) || { echo "$o" >&2; die "qconf $* failed"; }; }
 
-# queue NAME SLOTS H_RT H_VMEM PE_LIST USER_LISTS > file
-sge_queue() {
-    cat <<EOF
-qname                 $1
-hostlist              @allhosts
-seq_no                0
-load_thresholds       NONE
-suspend_thresholds    NONE
-nsuspend              1
-suspend_interval      00:05:00
-priority              0
-min_cpu_interval      00:05:00
-processors            UNDEFINED
-qtype                 BATCH
-ckpt_list             NONE
-pe_list               $5
-rerun                 FALSE
-slots                 $2
-tmpdir                /tmp
-shell                 /bin/bash
-prolog                NONE
-epilog                NONE
-shell_start_mode      posix_compliant
-starter_method        NONE
-suspend_method        NONE
-resume_method         NONE
-terminate_method      NONE
-notify                00:00:05
-owner_list            NONE
-user_lists            $6
-xuser_lists           NONE
-subordinate_list      NONE
-complex_values        NONE
-projects              NONE
-xprojects             NONE
-calendar              NONE
-initial_state         default
-s_rt                  INFINITY
-h_rt                  $3
-s_cpu                 INFINITY
-h_cpu                 INFINITY
-s_fsize               INFINITY
-h_fsize               INFINITY
-s_data                INFINITY
-h_data                INFINITY
-s_stack               INFINITY
-h_stack               INFINITY
-s_core                INFINITY
-h_core                INFINITY
-s_rss                 INFINITY
-h_rss                 INFINITY
-s_vmem                INFINITY
-h_vmem                $4
-EOF
-}
 
 # h_vmem's consumable column set to $1 (YES or NO), the rest of the table unchanged
 sge_h_vmem_consumable() {
@@ -120,9 +65,9 @@ EOF
     if qconf -sp tsd_rr >/dev/null 2>&1; then qc -Mp "$cfg/pe"; else qc -Ap "$cfg/pe"; fi
     sge_h_vmem_consumable "$cfg" YES
     qc -rattr exechost complex_values h_vmem=48G "$H"
-    sge_queue short.q 4 00:30:00 4G "tsd_rr smp" NONE > "$cfg/short.q"
-    sge_queue mpi.q 8 02:00:00 INFINITY tsd_rr NONE > "$cfg/mpi.q"
-    sge_queue staff.q 4 INFINITY INFINITY smp tsd_staff > "$cfg/staff.q"
+    sge_queue short.q 4 00:30:00 4G "tsd_rr smp" NONE BATCH > "$cfg/short.q"
+    sge_queue mpi.q 8 02:00:00 INFINITY tsd_rr NONE BATCH > "$cfg/mpi.q"
+    sge_queue staff.q 4 INFINITY INFINITY smp tsd_staff BATCH > "$cfg/staff.q"
     for q in $SGE_QUEUES; do
         if qconf -sq "$q" >/dev/null 2>&1; then qc -Mq "$cfg/$q"; else qc -Aq "$cfg/$q"; fi
     done
