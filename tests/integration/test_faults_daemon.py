@@ -131,6 +131,24 @@ def settled(site: Site, drones: int) -> Callable[[], dict | None]:
     return check
 
 
+def settled_figures(site: Site, drones: int, timeout: float, seconds: int = 10) -> dict:
+    """The figures once ``drones`` drones are registered, read again for ``seconds`` of
+    heartbeats and pool cycles: a late duplicate or a lost drone would show by then."""
+    after = wait_until(settled(site, drones), timeout, f"{drones} registered drones", site.daemon)
+    for _ in range(seconds):
+        time.sleep(1)
+        after = site.figures()
+    return after
+
+
+def print_reused_ids(log: str) -> None:
+    print(
+        f"\njobs the controller lost and whose id it reused: {log.count('reused the id')};"
+        f" registry rows that yielded a reused id: {log.count('handed out twice')};"
+        f" drones gone without an accounting record: {log.count('without an accounting record')}"
+    )
+
+
 def report(title: str, site: Site, before: dict, after: dict, started: float) -> None:
     print(
         f"\n{site.batch.name}, {title}: drones before {before['drones']}, after"
@@ -155,11 +173,7 @@ def test_sigkill_mid_ramp_leaves_no_duplicate_and_no_untracked_job(site: Site):
     submitted_at_kill = site.daemon.log().count(": submitted as ")
 
     site.daemon.start()
-    after = wait_until(settled(site, RAMP), 240, f"{RAMP} drones, all registered", site.daemon)
-    # heartbeats and pool cycles: a late duplicate or a lost drone would show by now
-    for _ in range(10):
-        time.sleep(1)
-        after = site.figures()
+    after = settled_figures(site, RAMP, 240)
     print(f"\nsubmissions logged before the kill: {submitted_at_kill}/{RAMP}")
     report("daemon SIGKILLed mid-ramp", site, before, after, started)
     assert after == {
@@ -205,15 +219,8 @@ def test_controller_sigkilled_and_restarted_confuses_no_drone(site: Site):
         bring_up(site.batch)
     # a new submission after the restart: its job id may be one an earlier job had
     site.demand.write_text("4")
-    after = wait_until(settled(site, 4), 180, "4 registered drones", site.daemon)
-    for _ in range(10):
-        time.sleep(1)
-        after = site.figures()
-    log = site.daemon.log()
-    print(
-        f"\njobs the controller lost and whose id it reused: {log.count('reused the id')};"
-        f" registry rows that yielded a reused id: {log.count('handed out twice')}"
-    )
+    after = settled_figures(site, 4, 180)
+    print_reused_ids(site.daemon.log())
     report("controller SIGKILLed and restarted", site, before, after, started)
     assert after == {
         "drones": 4, "duplicates": 0, "orphans": 0, "confused": 0, "daemon alive": True
@@ -241,16 +248,8 @@ def test_controller_sigkilled_right_after_a_submission_confuses_no_drone(site: S
         bring_up(site.batch)
     # a drone whose job the controller forgot is replaced; one more is submitted after
     site.demand.write_text("5")
-    after = wait_until(settled(site, 5), 240, "5 registered drones", site.daemon)
-    for _ in range(10):
-        time.sleep(1)
-        after = site.figures()
-    log = site.daemon.log()
-    print(
-        f"\njobs the controller lost and whose id it reused: {log.count('reused the id')};"
-        f" registry rows that yielded a reused id: {log.count('handed out twice')};"
-        f" drones gone without an accounting record: {log.count('without an accounting record')}"
-    )
+    after = settled_figures(site, 5, 240)
+    print_reused_ids(site.daemon.log())
     report("controller SIGKILLed right after a submission", site, before, after, started)
     assert after == {
         "drones": 5, "duplicates": 0, "orphans": 0, "confused": 0, "daemon alive": True

@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
 from tests.helpers.site_sections import sge_site_section
-from tests.integration.test_faults_daemon import SGE, Site, report, settled
+from tests.integration.test_faults_daemon import SGE, Site, report, settled_figures
 
 pytestmark = pytest.mark.integration
 
@@ -78,10 +78,7 @@ def test_a_full_log_directory_loses_no_drone(logdir_site):
     subprocess.run(["umount", str(logs)], check=True)
     # the drones in Eqw are taken down, new ones find room
     wait_until(lambda: running(site) == 2 or None, 180, "2 running drones", site.daemon)
-    after = wait_until(settled(site, 2), 60, "2 registered drones", site.daemon)
-    for _ in range(5):
-        time.sleep(1)
-        after = site.figures()
+    after = settled_figures(site, 2, 60, seconds=5)
     submitted = site.daemon.log().count(": submitted as ")
     print(
         f"\njobs ended for want of their output file: {failed_jobs}; submissions in all:"

@@ -23,7 +23,14 @@ import pytest
 
 from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
 from tests.helpers.site_sections import sge_site_section
-from tests.integration.test_faults_daemon import SERVICES, SGE, Site, report, settled
+from tests.integration.test_faults_daemon import (
+    SERVICES,
+    SGE,
+    Site,
+    report,
+    settled,
+    settled_figures,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -131,10 +138,7 @@ def test_sshd_restarted_mid_run_the_executor_reconnects(ssh_site: Site):
     ]
     # a new drone: its qsub goes over a new SSH connection
     site.demand.write_text("4")
-    after = wait_until(settled(site, 4), 180, "4 registered drones", site.daemon)
-    for _ in range(10):
-        time.sleep(1)
-        after = site.figures()
+    after = settled_figures(site, 4, 180)
     registered_after = {row.drone_uuid: row.job_id for row in site.registry_rows()}
     print(
         f"\nsshd session processes killed: {sessions}; warnings while sshd was down:"
