@@ -41,6 +41,7 @@ from tardis_sge_dask.sites.settings import SiteConfigError
 from tests.helpers import sge as qstat
 from tests.helpers import slurm as sq
 from tests.helpers.daemon import CobaldDaemon, unified_config, unique_site, wait_until
+from tests.helpers.site_sections import one_core_site_section
 from tests.helpers.standins import status_until
 from tests.helpers.tardis_config import MACHINE_TYPE, drone, make_adapter, site_section
 
@@ -503,20 +504,9 @@ class DaemonSite:
 @pytest.fixture
 def daemon_site(system, tmp_path):
     name = unique_site(f"d{system.name}")
-    section = {
-        "accounting_grace": 5,
-        "MachineTypes": ["one"],
-        "MachineMetaData": {"one": {"Cores": 1, "Memory": 1, "Disk": 1}},
-        "MachineTypeConfiguration": {
-            "one": {
-                "StartupCommand": str(SIGNAL_PILOT),
-                "Walltime": "0:30:00",
-                "LogDirectory": str(tmp_path),
-                **system.machine_type,
-                **system.daemon_machine_type,
-            }
-        },
-    }
+    section = one_core_site_section(
+        tmp_path, SIGNAL_PILOT, {**system.machine_type, **system.daemon_machine_type}
+    )
     config, demand = unified_config(
         tmp_path, site=name, adapter=system.adapter, site_section=section
     )
