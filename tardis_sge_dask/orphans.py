@@ -30,6 +30,8 @@ from tardis.interfaces.siteadapter import ResourceStatus
 from .configfile import Tagged, install_tardis_configuration, load, tardis_section
 from .registry import SITE_ADAPTERS
 from .sites.batchsite import BatchSiteAdapter, JobInfo
+from .sites.removals import Removal as SiteRemoval
+from .sites.removals import chunks
 from .status import read_registry, registry_file
 
 
@@ -150,31 +152,44 @@ class Removal:
 
 
 async def remove(config: str | Path, orphans: Iterable[Orphan]) -> list[Removal]:
-    """Remove each orphan's job the way the daemon removes a drone's job at once."""
+    """Remove the orphans' jobs the way the daemon removes drones' jobs: many per command."""
     tardis = tardis_section(load(config)) or {}
     install_tardis_configuration(tardis)
     adapters = dict(batch_sites(tardis))
-    built: dict[str, BatchSiteAdapter] = {}
-    removals = []
+    by_site: dict[str, list[Orphan]] = {}
     for orphan in orphans:
+        by_site.setdefault(orphan.site, []).append(orphan)
+    outcomes: dict[tuple[str, str], str] = {}
+    for site, of_site in by_site.items():
+        job_ids = list(dict.fromkeys(orphan.job_id for orphan in of_site))
         try:
-            if orphan.site not in built:
-                built[orphan.site] = site_adapter(tardis, orphan.site, adapters[orphan.site])
-            outcome = await _terminate(built[orphan.site], orphan.job_id)
-        except Exception as err:  # the other orphans still get removed
-            outcome = f"failed: {_describe(err)}"
-        removals.append(Removal(orphan, outcome))
-    return removals
+            adapter = site_adapter(tardis, site, adapters[site])
+        except Exception as err:  # the other sites' orphans still get removed
+            outcomes.update({(site, job_id): f"failed: {_describe(err)}" for job_id in job_ids})
+            continue
+        for bulk in chunks(job_ids):
+            outcomes.update(
+                {(site, job_id): outcome for job_id, outcome in (await _terminate(adapter, bulk))}
+            )
+    return [Removal(orphan, outcomes[orphan.site, orphan.job_id]) for orphan in orphans]
 
 
-async def _terminate(adapter: BatchSiteAdapter, job_id: str) -> str:
+async def _terminate(adapter: BatchSiteAdapter, job_ids: list[str]) -> list[tuple[str, str]]:
     try:
-        await adapter.run(adapter.terminate_command(job_id))
-    except CommandExecutionFailure as failure:
-        if adapter.job_already_gone(failure):
-            return "already gone"
-        raise
-    return "removed"
+        said = await adapter.remove_jobs(job_ids)
+    except Exception as err:  # the command failed as a whole: each of its ids failed
+        return [(job_id, f"failed: {_describe(err)}") for job_id in job_ids]
+    return [
+        (
+            job_id,
+            f"failed: {_describe(outcome)}"
+            if isinstance(outcome, BaseException)
+            else "removed"
+            if outcome is SiteRemoval.REMOVED
+            else "already gone",
+        )
+        for job_id, outcome in said.items()
+    ]
 
 
 def _describe(err: BaseException) -> str:

@@ -10,6 +10,8 @@ settings and the job script are :mod:`.jobsite`'s, shared with the Local adapter
   machine type of a site, never one call per drone (:mod:`.listing`);
 * a job that left the listing is looked up in the accounting (with a grace period,
   because accounting records appear late) to tell "finished" from "not yet recorded";
+* removals are one command for many jobs of a site, each drone told about its own job
+  (:mod:`.removals`);
 * every failure maps to an exception TARDIS survives (docs/maintainers.md, "What TARDIS
   survives"): a broken ``qstat`` means "retry later", never a dead daemon.
 """
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from tardis.exceptions.executorexceptions import CommandExecutionFailure, ExecutorFailure
 from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
@@ -35,6 +38,7 @@ from tardis.utilities.executors.shellexecutor import ShellExecutor
 from .jobscript import JobScriptError
 from .jobsite import JobScriptSiteAdapter, retried_when_stopping
 from .listing import SiteJobListing
+from .removals import Outcomes, Removal, RemovalCoalescer, lines_naming
 from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites")
@@ -76,6 +80,9 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     expected_errors = (OutputError, JobScriptError)
     #: per-site shared job listings, keyed by (adapter class, site name)
     _listings: ClassVar[dict[tuple[type, str], SiteJobListing]] = {}
+    #: per-site removal bulks, keyed like the listings, with the listing whose
+    #: drone-command slots they hold
+    _removals: ClassVar[dict[tuple[type, str], tuple[SiteJobListing, RemovalCoalescer]]] = {}
 
     def __init__(self, machine_type: str, site_name: str):
         super().__init__(machine_type, site_name)
@@ -86,6 +93,14 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 self._run_listing, self.parse_listing, float(self.site_config.listing_max_age)
             )
         self._listing = self._listings[key]
+        if key not in self._removals or self._removals[key][0] is not self._listing:
+            # a site's listing made anew (tests) gets its removals anew, or their bulks
+            # would take slots of a listing nobody else uses any more
+            self._removals[key] = (
+                self._listing,
+                RemovalCoalescer(self.remove_jobs, self._listing.drone_command),
+            )
+        self._removal = self._removals[key][1]
         #: job ids that are known to have ended, so the accounting is asked only once
         self._ended: dict[str, ResourceStatus] = {}
         #: when a job was first missing from the listing without an accounting record
@@ -133,12 +148,18 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         return False
 
     @abstractmethod
-    def terminate_command(self, job_id: str) -> list[str]:
-        """argv removing a job at once."""
+    def terminate_command(self, job_ids: Sequence[str]) -> list[str]:
+        """argv removing these jobs at once, with one command."""
 
-    def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
-        """Whether a failed removal means the job no longer exists."""
-        return False
+    @abstractmethod
+    def parse_removal(
+        self, job_ids: Sequence[str], stdout: str, stderr: str, exit_code: int | None
+    ) -> dict[str, Removal]:
+        """What the removal command's answer says about each of its ids.
+
+        An id left out is one the answer says nothing clear about: its drone retries.
+        Raise :class:`OutputError` when the answer cannot be about these ids at all.
+        """
 
     async def job_exists(self, job_id: str) -> bool:
         """Whether the batch system still has a job its listing left out.
@@ -156,6 +177,10 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     # ------------------------------------------------------------ plumbing
     async def run(self, argv: Sequence[str], stdin: str | None = None) -> str:
         """Run argv through the site's executor; the stdout on success."""
+        return str((await self._execute(argv, stdin)).stdout)
+
+    async def _execute(self, argv: Sequence[str], stdin: str | None = None) -> AttributeDict:
+        """Run argv through the site's executor; its result (stdout, stderr, exit_code)."""
         command = shlex.join(argv)
         try:
             result = await asyncio.wait_for(
@@ -183,7 +208,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 reason,
             )
             raise TardisResourceStatusUpdateFailed(f"{argv[0]}: {reason}") from err
-        return result.stdout
+        return result
 
     # ------------------------------------------------------------ TARDIS API
     async def deploy_resource(self, resource_attributes: AttributeDict) -> AttributeDict:
@@ -343,7 +368,7 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
                 second,
             )
             try:
-                await self.run(self.terminate_command(second))
+                await self._removal(second)
             except Exception as err:  # the drone's own status must not fail for it
                 self._seconds_removed.discard(second)
                 logger.warning("%s: removing job %s failed: %s", self.site_name, second, err)
@@ -441,18 +466,64 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
         if job_id is None:
             return
         try:
-            async with self._listing.drone_command():
-                await self.run(self.terminate_command(str(job_id)))
-        except CommandExecutionFailure as failure:
-            if self.job_already_gone(failure):
-                logger.info("%s: already gone", self.describe(resource_attributes))
-                return
-            raise
+            # one command with the other drones' removals of this site (removals.py)
+            outcome = await self._removal(str(job_id))
         except TimeoutError as err:
             # TARDIS's shutdown and cleanup states survive only this one
             # (docs/maintainers.md, "What TARDIS survives")
             raise TardisResourceStatusUpdateFailed(f"removal of job {job_id} timed out") from err
-        logger.info("%s: removal requested", self.describe(resource_attributes))
+        logger.info("%s: %s", self.describe(resource_attributes), outcome.value)
+
+    async def remove_jobs(self, job_ids: Sequence[str]) -> Outcomes:
+        """Remove these jobs with one command: each id's outcome, or its drone's error.
+
+        Raises when the command failed as a whole (timeout, lost connection, an answer
+        about other jobs); an id the answer says nothing clear about gets the
+        :class:`CommandExecutionFailure` a failed ``qdel ID`` would have raised.
+        """
+        argv = self.terminate_command(job_ids)
+        started = time.monotonic()
+        try:
+            result = await self._execute(argv)
+            stdout, stderr = str(result.stdout or ""), str(result.get("stderr") or "")
+            exit_code = result.get("exit_code", 0)
+        except CommandExecutionFailure as failure:
+            # a removal command exits non-zero when any id failed; the others may be fine
+            stdout, stderr = failure.stdout or "", failure.stderr or ""
+            exit_code = failure.exit_code
+        except BaseException:
+            logger.debug(
+                "%s: %s of %d jobs failed after %.2f s",
+                self.site_name,
+                argv[0],
+                len(job_ids),
+                time.monotonic() - started,
+            )
+            raise
+        said = self.parse_removal(job_ids, stdout, stderr, exit_code)
+        outcomes: Outcomes = {}
+        for job_id in job_ids:
+            outcome = said.get(job_id)
+            if outcome is None:
+                outcome = CommandExecutionFailure(
+                    message=f"{argv[0]} of {len(job_ids)} jobs said nothing clear about {job_id}",
+                    exit_code=exit_code,
+                    stdout=lines_naming(job_id, stdout) or stdout,
+                    stderr=lines_naming(job_id, stderr) or stderr,
+                )
+            outcomes[job_id] = outcome
+        logger.debug(
+            "%s: %s of %d jobs in %.2f s (exit code %s): %d removed, %d already gone, %d unclear",
+            self.site_name,
+            argv[0],
+            len(job_ids),
+            time.monotonic() - started,
+            exit_code,
+            sum(outcome is Removal.REMOVED for outcome in outcomes.values()),
+            sum(outcome is Removal.GONE for outcome in outcomes.values()),
+            sum(isinstance(outcome, BaseException) for outcome in outcomes.values()),
+        )
+        return outcomes
 
     # ------------------------------------------------------------ helpers
     async def _run_listing(self) -> str:
@@ -462,6 +533,11 @@ class BatchSiteAdapter(JobScriptSiteAdapter):
     def listing_calls(self) -> int:
         """How many listing commands the site has run (for benchmarks)."""
         return self._listing.calls
+
+    @property
+    def removal_commands(self) -> int:
+        """How many removal commands the site has run (for benchmarks)."""
+        return self._removal.commands
 
 
 def is_job_id(text: str) -> bool:
@@ -478,3 +554,54 @@ def check_plain(value: str, what: str) -> str:
 
 def as_pairs(items: Iterable[tuple[str, Any]]) -> list[str]:
     return [f"{key}={value}" for key, value in items]
+
+
+class RemovalLines(NamedTuple):
+    """A removal command's answer, read line by line (:func:`removal_lines`)."""
+
+    #: id -> outcome, for every id one or more lines agree on
+    clear: dict[str, Removal]
+    #: ids lines spoke about without a clear outcome (an error of that id, lines that
+    #: contradict each other, or a line no pattern reads naming it)
+    unclear: set[str]
+    #: lines no pattern reads
+    unread: list[str]
+
+
+def removal_lines(
+    job_ids: Sequence[str], text: str, patterns: Sequence[tuple[re.Pattern[str], Removal | None]]
+) -> RemovalLines:
+    """Read a removal command's answer line by line, for the dialects' ``parse_removal``.
+
+    Each pattern matches a whole line and names its job in the group ``id``; its outcome
+    ``None`` marks a line about a job that says nothing clear (an error of that one id).
+    Raises :class:`OutputError` for a line about a job that was not asked about: that
+    answer is not about these ids.
+    """
+    asked = set(job_ids)
+    said: dict[str, set[Removal | None]] = {}
+    unread: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        for pattern, outcome in patterns:
+            match = pattern.fullmatch(line)
+            if match is not None:
+                job_id = match["id"]
+                if job_id not in asked:
+                    raise OutputError(f"removing {len(asked)} jobs answered {line[:200]!r}")
+                said.setdefault(job_id, set()).add(outcome)
+                break
+        else:
+            # a line no pattern reads decides nothing, and no id it names is clear
+            unread.append(line)
+            for word in re.split(r"[\s\"':,.;()]+", line):
+                if word in asked:
+                    said.setdefault(word, set()).add(None)
+    clear: dict[str, Removal] = {}
+    for job_id, outcomes in said.items():
+        only = next(iter(outcomes)) if len(outcomes) == 1 else None
+        if only is not None:
+            clear[job_id] = only
+    return RemovalLines(clear, set(said) - set(clear), unread)

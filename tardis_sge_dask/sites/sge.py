@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.interfaces.siteadapter import ResourceStatus
@@ -17,7 +17,9 @@ from .batchsite import (
     OutputError,
     check_plain,
     is_job_id,
+    removal_lines,
 )
+from .removals import Removal
 
 # Grid Engine reports a state as a combination of letters (qstat(1)). The common
 # combinations are listed explicitly so a reader can see each decision; anything else
@@ -65,6 +67,16 @@ def _by_letters(state: str) -> ResourceStatus | None:
         return ResourceStatus.Deleted
     return ResourceStatus.Booting
 
+
+#: qdel's line for each id it was given (SGE 8.1.9, recorded in tests/fixtures/sge/qdel-*):
+#: all on stdout, exit code 1 if any id failed. A job in deletion already (its pilot got
+#: the -notify warning) is on its way out: its removal stands requested
+QDEL_ANSWERS: list[tuple[re.Pattern[str], Removal | None]] = [
+    (re.compile(r"\S+ has registered the job (?P<id>\d+) for deletion"), Removal.REMOVED),
+    (re.compile(r"\S+ has deleted job (?P<id>\d+)"), Removal.REMOVED),
+    (re.compile(r"job (?P<id>\d+) is already in deletion"), Removal.REMOVED),
+    (re.compile(r'denied: job "(?P<id>\d+)" does not exist'), Removal.GONE),
+]
 
 #: characters handed to the XML parser at a time (see _parse_in_pieces)
 _PIECE = 8192
@@ -203,11 +215,15 @@ class SGEAdapter(BatchSiteAdapter):
             detail="" if failed.startswith("0") else f"failed {failed}",
         )
 
-    def terminate_command(self, job_id: str) -> list[str]:
-        return ["qdel", job_id]
+    def terminate_command(self, job_ids: Sequence[str]) -> list[str]:
+        return ["qdel", *job_ids]
 
-    def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
-        return "does not exist" in (failure.stderr or "") + (failure.stdout or "")
+    def parse_removal(
+        self, job_ids: Sequence[str], stdout: str, stderr: str, exit_code: int | None
+    ) -> dict[str, Removal]:
+        # every id gets a line of its own: an id without one is not clear, whatever the
+        # exit code (qmaster unreachable prints commlib errors naming no job)
+        return removal_lines(job_ids, f"{stdout}\n{stderr}", QDEL_ANSWERS).clear
 
     async def job_exists(self, job_id: str) -> bool:
         # qstat -j exits 1 both for a job that does not exist and for a qmaster it cannot

@@ -10,7 +10,8 @@ The dialect of the shared batch-site base for SLURM (measured on 22.05):
 * stopping a drone is graceful: ``scancel --batch --signal=SIG`` gives the pilot its
   warning, and a plain ``scancel`` follows after ``StopGrace`` seconds unless the job
   ended by itself. The grace runs in a task on the event loop and is re-checked on
-  every status call, so neither blocks the daemon and a failed kill is retried.
+  every status call, so neither blocks the daemon and a failed kill is retried. The plain
+  ``scancel`` is one command for many drones of the site (``removals.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from tardis.exceptions.executorexceptions import CommandExecutionFailure
 from tardis.exceptions.tardisexceptions import TardisResourceStatusUpdateFailed
@@ -35,7 +36,9 @@ from .batchsite import (
     OutputError,
     check_plain,
     is_job_id,
+    removal_lines,
 )
+from .removals import Removal
 from .settings import SiteConfigError
 
 logger = logging.getLogger("cobald.runtime.tardis_sge_dask.sites.slurm")
@@ -79,6 +82,19 @@ FINAL_STATES = frozenset(
 #: squeue ids of array tasks (``21_3``, pending ``22_[1-10%2]``) and het job components
 #: (``23+1``): jobs of the drone account that are never drones, see squeue(1) ``%i``
 _FOREIGN_JOB_ID = re.compile(r"[0-9]+(?:_(?:[0-9]+|\[[0-9,%.\-]+\]?)|\+[0-9]+)")
+
+
+#: ``scancel -v``'s line for each id it sends a cancel for (22.05, recorded in
+#: tests/fixtures/slurm/scancel-v-bulk.*), on stderr, before the answer comes back
+SCANCEL_SENT = re.compile(r"scancel: Terminating job (?P<id>\d+)")
+#: its error line for an id the cancel failed for; exit code 0 when these are all
+_KILL_ERROR = r"scancel: error: Kill job error on job id (?P<id>\d+): "
+SCANCEL_ERRORS: list[tuple[re.Pattern[str], Removal | None]] = [
+    (re.compile(_KILL_ERROR + "Invalid job id specified"), Removal.GONE),
+    (re.compile(_KILL_ERROR + "Job/step already completing or completed"), Removal.GONE),
+    # any other error of one id (permission denied, "can not be altered now", ...)
+    (re.compile(_KILL_ERROR + ".*"), None),
+]
 
 
 def signal_name(value: object, key_path: str) -> str:
@@ -249,10 +265,35 @@ class SlurmBatchAdapter(BatchSiteAdapter):
         return result
 
     # ---------------------------------------------------------------- removal
-    def terminate_command(self, job_id: str) -> list[str]:
-        return ["scancel", job_id]
+    def terminate_command(self, job_ids: Sequence[str]) -> list[str]:
+        # -v: without it scancel of several ids prints nothing even for an unknown or a
+        # completed one (recorded: scancel-quiet-bulk.*), so silence confirms nothing
+        return ["scancel", "-v", *job_ids]
+
+    def parse_removal(
+        self, job_ids: Sequence[str], stdout: str, stderr: str, exit_code: int | None
+    ) -> dict[str, Removal]:
+        text = f"{stdout}\n{stderr}"
+        sent: set[str] = set()
+        for line in text.splitlines():
+            match = SCANCEL_SENT.fullmatch(line.strip())
+            if match is not None:
+                sent.add(match["id"])
+        if sent - set(job_ids):
+            raise OutputError(f"scancel -v answered about jobs {sorted(sent - set(job_ids))}")
+        others = "\n".join(
+            line for line in text.splitlines() if not SCANCEL_SENT.fullmatch(line.strip())
+        )
+        read = removal_lines(job_ids, others, SCANCEL_ERRORS)
+        if exit_code or read.unread:
+            # "Terminating" is printed before the cancel is answered: after a failure of
+            # the command (killed, no controller) or a line we cannot read it confirms nothing
+            return read.clear
+        removed = sent - set(read.clear) - read.unclear
+        return {**read.clear, **dict.fromkeys(removed, Removal.REMOVED)}
 
     def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
+        """Whether a failed ``scancel --signal`` of one job means the job is gone."""
         text = (failure.stderr or "") + (failure.stdout or "")
         return "Invalid job id specified" in text or "already completing or completed" in text
 
@@ -312,16 +353,16 @@ class SlurmBatchAdapter(BatchSiteAdapter):
         if due is None or time.monotonic() < due:
             return
         try:
-            await self.run(self.terminate_command(job_id))
+            # with the other drones' removals of this site (removals.py)
+            await self._removal(job_id)
         except CommandExecutionFailure as failure:
-            if not self.job_already_gone(failure):
-                logger.warning(
-                    "%s: scancel %s after the stop grace failed, will retry: %s",
-                    self.site_name,
-                    job_id,
-                    (failure.stderr or failure.stdout or "").strip()[:300],
-                )
-                return
+            logger.warning(
+                "%s: scancel %s after the stop grace failed, will retry: %s",
+                self.site_name,
+                job_id,
+                (failure.stderr or failure.stdout or "").strip()[:300],
+            )
+            return
         except Exception as err:  # runs in its own task, must not die loudly
             logger.warning(
                 "%s: scancel %s after the stop grace failed, will retry: %r",

@@ -43,6 +43,8 @@ def make_adapter(
     # each test gets fresh shared job listings, and (unless it says otherwise) one that
     # runs the listing command for every status question, as it changes canned answers
     getattr(adapter_class, "_listings", {}).clear()
+    # and fresh removal bulks, sent through this test's executor
+    getattr(adapter_class, "_removals", {}).clear()
     if hasattr(adapter_class, "_listings"):
         section = {"listing_max_age": 0, **section}
     configure(adapter, section, site, **site_keys)

@@ -10,7 +10,8 @@ real PBS server: it is a stub for tests, not an adapter for production.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
@@ -26,7 +27,17 @@ from tardis_sge_dask.sites.batchsite import (
     OutputError,
     check_plain,
     is_job_id,
+    removal_lines,
 )
+from tardis_sge_dask.sites.removals import Removal
+
+#: qdel's line for an id it could not remove (hand-written, tests/fixtures/pbs); a removed
+#: job gets no line
+QDEL_ANSWERS: list[tuple[re.Pattern[str], Removal | None]] = [
+    (re.compile(r"qdel: Unknown Job Id (?P<id>\d+)(?:\.\S+)?"), Removal.GONE),
+    (re.compile(r"qdel: Job has finished (?P<id>\d+)(?:\.\S+)?"), Removal.GONE),
+    (re.compile(r"qdel: .* (?P<id>\d+)(?:\.\S+)?"), None),
+]
 
 
 # ----------------------------------------------------------------------- its keys
@@ -141,9 +152,16 @@ class PBSAdapter(BatchSiteAdapter):
         exit_status = str(job.get("Exit_status", "?"))
         return AccountingRecord(job_id, exit_status, failed=exit_status != "0")
 
-    def terminate_command(self, job_id: str) -> list[str]:
-        return ["qdel", job_id]
+    def terminate_command(self, job_ids: Sequence[str]) -> list[str]:
+        return ["qdel", *job_ids]
 
-    def job_already_gone(self, failure: CommandExecutionFailure) -> bool:
-        text = (failure.stderr or "") + (failure.stdout or "")
-        return "Unknown Job Id" in text or "Job has finished" in text
+    def parse_removal(
+        self, job_ids: Sequence[str], stdout: str, stderr: str, exit_code: int | None
+    ) -> dict[str, Removal]:
+        read = removal_lines(job_ids, f"{stdout}\n{stderr}", QDEL_ANSWERS)
+        if read.unread:
+            return read.clear
+        # silence is success; qdel exits 153 when any id was unknown, so the exit code
+        # alone tells nothing about the others
+        silent = set(job_ids) - set(read.clear) - read.unclear
+        return {**read.clear, **dict.fromkeys(silent, Removal.REMOVED)}

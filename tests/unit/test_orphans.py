@@ -40,15 +40,25 @@ def qstat_xml(jobs: list[tuple[str, str, str]]) -> str:
 
 
 def standin(
-    bindir: Path, name: str, calls: Path, stdout: str = "", stderr: str = "", code: int = 0
+    bindir: Path,
+    name: str,
+    calls: Path,
+    stdout: str = "",
+    stderr: str = "",
+    code: int = 0,
+    per_id: str = "",
 ) -> None:
-    """``name`` on PATH: appends its argv to ``calls``, prints the canned answer."""
+    """``name`` on PATH: appends its argv to ``calls``, prints the canned answer, then
+    ``per_id`` once for each argument (``{id}`` is the argument)."""
     bindir.mkdir(exist_ok=True)
     program = bindir / name
     program.write_text(
         "#!/usr/bin/env python3\nimport json, sys\n"
         f"open({str(calls)!r}, 'a').write(json.dumps([{name!r}, *sys.argv[1:]]) + '\\n')\n"
-        f"sys.stdout.write({stdout!r}); sys.stderr.write({stderr!r}); sys.exit({code})\n"
+        f"sys.stdout.write({stdout!r}); sys.stderr.write({stderr!r})\n"
+        f"ids = [arg for arg in sys.argv[1:] if not arg.startswith('-')]\n"
+        f"sys.stdout.write(''.join({per_id!r}.format(id=arg) for arg in ids))\n"
+        f"sys.exit({code})\n"
     )
     program.chmod(program.stat().st_mode | stat.S_IEXEC)
 
@@ -100,7 +110,8 @@ def sge_site(tmp_path, monkeypatch):
     )
     record = tmp_path / "calls.jsonl"
     standin(tmp_path / "bin", "qstat", record, stdout=listing)
-    standin(tmp_path / "bin", "qdel", record, stdout="root has registered the job for deletion\n")
+    registered = "root has registered the job {id} for deletion\n"
+    standin(tmp_path / "bin", "qdel", record, per_id=registered)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     return config, record
 
@@ -148,11 +159,8 @@ def test_sweep_yes_removes_exactly_the_orphans(sge_site, capsys):
     assert main(["sweep", "--yes", str(config)]) == 0
     out = capsys.readouterr().out
     assert "PHYSnet: job 103 (physnet-3333333333): removed" in out
-    assert [call for call in calls(record) if call[0] == "qdel"] == [
-        ["qdel", "103"],
-        ["qdel", "104"],
-        ["qdel", "108"],
-    ]
+    # one qdel for all of them, as the daemon removes drones
+    assert [call for call in calls(record) if call[0] == "qdel"] == [["qdel", "103", "104", "108"]]
 
 
 def test_status_lists_the_orphans_with_the_registered_drones(sge_site, capsys):
@@ -215,17 +223,22 @@ def test_slurm_orphans_are_cancelled_and_ended_jobs_left(tmp_path, monkeypatch, 
         ]
     )
     standin(tmp_path / "bin", "squeue", record, stdout=listing + "\n")
-    standin(tmp_path / "bin", "scancel", record)
+    # scancel -v names each job it cancels (tests/fixtures/slurm/scancel-v-bulk.stderr)
+    standin(tmp_path / "bin", "scancel", record, per_id="scancel: Terminating job {id}\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     assert main(["sweep", "--yes", str(config)]) == 0
-    assert [call for call in calls(record) if call[0] == "scancel"] == [["scancel", "202"]]
+    assert [call for call in calls(record) if call[0] == "scancel"] == [["scancel", "-v", "202"]]
     assert "job 202 (physnet-abcdefabcd): removed" in capsys.readouterr().out
 
 
 def test_a_job_already_gone_is_no_failure(sge_site, capsys):
     config, record = sge_site
     bindir = config.parent / "bin"
-    gone = (FIXTURES / "sge" / "qdel-unknown.stdout").read_text()
-    standin(bindir, "qdel", record, stdout=gone, code=1)
+    # qdel's answer about an unknown id (recorded), then about the two it removed
+    gone = (FIXTURES / "sge" / "qdel-unknown.stdout").read_text().replace("99999", "103")
+    removed = "".join(f"root has registered the job {job} for deletion\n" for job in (104, 108))
+    standin(bindir, "qdel", record, stdout=gone + removed, code=1)
     assert main(["sweep", "--yes", str(config)]) == 0
-    assert "job 103 (physnet-3333333333): already gone" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "job 103 (physnet-3333333333): already gone" in out
+    assert "job 104 (physnet-4444444444): removed" in out

@@ -38,9 +38,12 @@ def adapter_with(
     section = site_section(str(pilot), **machine_type_config)
     if executor is not None:
         section["executor"] = executor
-    # a short bulk window keeps the suite fast; one window still collects a gather()
-    section.update({"bulk_delay": 0.01, **(site_keys or {})})
-    return make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+    section.update(site_keys or {})
+    adapter = make_adapter(SlurmBatchAdapter, "SlurmBatch", section)
+    # a short removal window keeps the grace tests' timing; one window still collects a
+    # gather() of removals into one scancel
+    adapter._removal.window = 0.01
+    return adapter
 
 
 def failure(stderr: str = "", stdout: str = "", exit_code: int = 1) -> CommandExecutionFailure:
@@ -442,7 +445,7 @@ async def test_a_second_live_job_with_the_drones_name_is_removed_once(pilot, cap
     for _ in range(2):
         status = await adapter.resource_status(drone(job_id="4243"))
         assert status.resource_status is ResourceStatus.Booting
-    assert executor.scancels() == ["scancel 4242"]
+    assert executor.scancels() == ["scancel -v 4242"]
     assert any("job 4242 carries this drone's name too" in r.getMessage() for r in caplog.records)
 
 
@@ -451,11 +454,21 @@ async def test_a_second_live_job_with_the_drones_name_is_removed_once(pilot, cap
 NO_DELAY = {"bulk_delay": 0.01}
 
 
+def cancelled(command: str) -> str:
+    """``scancel -v``'s answer when it cancelled every id (fixture scancel-v-bulk.stderr);
+    the signal of a graceful stop prints nothing."""
+    if "--batch" in command:
+        return ""
+    return "".join(
+        f"scancel: Terminating job {word}\n" for word in command.split()[1:] if word.isdigit()
+    )
+
+
 class ScancelRecorder(RecordingExecutor):
     """Answers scancel like the real one; ``fail_kills`` plain scancels fail first."""
 
     def __init__(self, listing: str = "", signal_error: str | None = None, fail_kills: int = 0):
-        super().__init__({"squeue": listing})
+        super().__init__({"squeue": listing, "scancel": cancelled})
         self.signal_error = signal_error
         self.fail_kills = fail_kills
 
@@ -463,7 +476,7 @@ class ScancelRecorder(RecordingExecutor):
         if "--batch" in command and self.signal_error is not None:
             self.commands.append((command, stdin_input))
             raise failure(self.signal_error)
-        if command.startswith("scancel ") and "--batch" not in command and self.fail_kills:
+        if command.startswith("scancel -v ") and self.fail_kills:
             self.commands.append((command, stdin_input))
             self.fail_kills -= 1
             raise failure("scancel: error: Unable to contact slurm controller")
@@ -480,7 +493,10 @@ async def test_stop_warns_the_pilot_then_cancels_after_the_grace(pilot):
     # the stop itself returns at once; the daemon's loop is not blocked by the grace
     assert executor.scancels() == ["scancel --state=RUNNING --batch --signal=USR2 12"]
     await asyncio.sleep(0.5)
-    assert executor.scancels() == ["scancel --state=RUNNING --batch --signal=USR2 12", "scancel 12"]
+    assert executor.scancels() == [
+        "scancel --state=RUNNING --batch --signal=USR2 12",
+        "scancel -v 12",
+    ]
 
 
 async def test_a_drone_that_ends_within_the_grace_is_not_cancelled(pilot):
@@ -502,12 +518,12 @@ async def test_a_failed_kill_after_the_grace_is_retried_on_the_next_status(pilot
     job_id = ids["fx-running"]
     await adapter.stop_resource(drone("fx-running", job_id=job_id))
     await asyncio.sleep(0.4)  # the kill task ran and failed (slurmctld away)
-    assert executor.scancels()[-1] == f"scancel {job_id}"
+    assert executor.scancels()[-1] == f"scancel -v {job_id}"
     status = await adapter.resource_status(drone("fx-running", job_id=job_id))
     assert status.resource_status is ResourceStatus.Running
-    assert executor.scancels().count(f"scancel {job_id}") == 2
+    assert executor.scancels().count(f"scancel -v {job_id}") == 2
     await adapter.resource_status(drone("fx-running", job_id=job_id))
-    assert executor.scancels().count(f"scancel {job_id}") == 2
+    assert executor.scancels().count(f"scancel -v {job_id}") == 2
 
 
 async def test_stopping_a_pending_drone_cancels_it_at_once(pilot):
@@ -517,7 +533,7 @@ async def test_stopping_a_pending_drone_cancels_it_at_once(pilot):
     job_id = ids["fx-held"]
     await adapter.resource_status(drone("fx-held", job_id=job_id))
     await adapter.stop_resource(drone("fx-held", job_id=job_id))
-    assert executor.scancels() == [f"scancel {job_id}"]
+    assert executor.scancels() == [f"scancel -v {job_id}"]
 
 
 async def test_a_job_that_cannot_take_the_signal_is_cancelled_at_once(pilot):
@@ -526,7 +542,7 @@ async def test_a_job_that_cannot_take_the_signal_is_cancelled_at_once(pilot):
     await adapter.stop_resource(drone(job_id="12"))
     assert executor.scancels() == [
         "scancel --state=RUNNING --batch --signal=USR2 12",
-        "scancel 12",
+        "scancel -v 12",
     ]
 
 
@@ -542,9 +558,14 @@ async def test_stopping_a_job_that_is_gone_is_not_an_error(pilot, recorded):
 
 
 async def test_scancel_of_an_unknown_job_is_not_an_error(pilot):
-    # the real scancel exits 0 and prints nothing for an unknown id
+    # the real scancel exits 0 for an unknown id; only with -v does it name it (stderr)
     assert fixture("scancel-unknown.stdout").strip() == "exit 0"
-    adapter = adapter_with(pilot, executor=RecordingExecutor({"scancel": ""}))
+    assert fixture("scancel-unknown.stderr") == ""
+    assert fixture("scancel-v-bulk.exit").strip() == "0"
+    answer = "".join(
+        line for line in fixture("scancel-v-bulk.stderr").splitlines(True) if " 999999" in line
+    )
+    adapter = adapter_with(pilot, executor=RecordingExecutor({"scancel": answer}))
     await adapter.terminate_resource(drone(job_id="999999"))
 
 
