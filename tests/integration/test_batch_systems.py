@@ -16,6 +16,7 @@ ends on the first warning, as the real pilot drains on it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -101,6 +102,8 @@ class BatchSystem:
     max_drones: int
     #: a pattern the daemon logs when it notices a job removed behind its back
     removal_noticed: str
+    #: a job id the batch system has never given out (beyond its highest id)
+    unknown_job_id: str
     #: extra keys of the daemon-level machine type
     daemon_machine_type: dict[str, Any] = field(default_factory=dict)
 
@@ -166,6 +169,7 @@ SGE = BatchSystem(
     controller_up_env={"SGE_SMOKE": "0"},
     max_drones=3,
     removal_noticed=r"sge job {job}\): ended",
+    unknown_job_id="99999999",
 )
 
 
@@ -230,6 +234,8 @@ SLURM = BatchSystem(
     controller_up_env={"SLURM_SMOKE": "0"},
     max_drones=2,
     removal_noticed=r"slurm job {job}\): state \w+ -> CANCELLED",
+    # MaxJobId is 67,043,328 by default
+    unknown_job_id="99999999",
     # a pilot that missed the warning is cancelled soon: the graceful checks tell the two
     daemon_machine_type={"StopGrace": 10},
 )
@@ -432,6 +438,44 @@ async def test_stopping_a_queued_drone_removes_it(system, tmp_path):
         await adapter.stop_resource(attributes)
         await status_until(adapter, attributes, ResourceStatus.Deleted)
         assert attributes.remote_resource_uuid not in system.alive(site)
+    finally:
+        system.remove_all(site)
+
+
+async def test_queued_drones_and_an_unknown_job_are_removed_with_one_command(
+    system, tmp_path, caplog
+):
+    site = unique_site(f"it{system.name}")
+    adapter = batch_adapter(system, site, tmp_path, ExtraOptions=system.hold_options)
+    queued = []
+    try:
+        for index in range(4):
+            attributes = drone(f"{site}-{index:010d}")
+            attributes.update(await adapter.deploy_resource(attributes))
+            queued.append(attributes)
+        job_ids = {attributes.remote_resource_uuid for attributes in queued}
+        assert job_ids <= set(system.alive(site))
+        unknown = drone(f"{site}-9999999999", job_id=system.unknown_job_id)
+        with caplog.at_level(logging.DEBUG, logger="cobald.runtime.tardis_sge_dask"):
+            # every drone's removal at once, as at demand 0: one command for all of them
+            await asyncio.gather(
+                *(adapter.terminate_resource(attributes) for attributes in [*queued, unknown])
+            )
+        assert adapter.removal_commands == 1
+        said = {
+            record.getMessage().split(" job ")[1].split(")")[0]: record.getMessage().rsplit(
+                ": ", 1
+            )[1]
+            for record in caplog.records
+            if record.getMessage().endswith(("): removal requested", "): already gone"))
+        }
+        assert said == {
+            **dict.fromkeys(job_ids, "removal requested"),
+            system.unknown_job_id: "already gone",
+        }
+        bulk = [r.getMessage() for r in caplog.records if " of 5 jobs in " in r.getMessage()]
+        assert len(bulk) == 1, bulk
+        wait_until(lambda: not job_ids & set(system.alive(site)) or None, 60, "the jobs to be gone")
     finally:
         system.remove_all(site)
 
