@@ -1,4 +1,5 @@
-"""1,000 queued drones in the real daemon on the real Grid Engine: one listing per window.
+"""1,000 queued drones in the real daemon on the real Grid Engine: one listing per window,
+and at demand 0 a few bulk ``qdel`` commands instead of one per drone.
 
 The drones go to a queue made for this test and disabled (tests/helpers/sge_queue.py), so
 they stay queued; every Grid Engine command of the daemon is logged by a shim on its PATH.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tardis_sge_dask.sites.removals import BULK_SIZE, WINDOW
 from tests.helpers.daemon import (
     CobaldDaemon,
     one_core_site,
@@ -78,7 +80,22 @@ def test_a_thousand_queued_drones_share_one_listing_per_window(sge, tmp_path, mo
             assert len(jobs_named(site)) == DRONES
 
             demand.write_text("0")
+            zero = time.time()
             wait_until(lambda: not jobs_named(site), 600, "every job cancelled", daemon)
             assert daemon.alive
+            # removals share commands (sites/removals.py): the drones ask within about a
+            # heartbeat of each other, so at most a bulk per window over two heartbeats,
+            # plus the full bulks, plus a few stragglers; one qdel per drone was 1,000
+            qdels = sum(
+                count
+                for command, count in logged_calls(log, zero).items()
+                if command.startswith("qdel")
+            )
+            most = DRONES // BULK_SIZE + int(2 * HEARTBEAT / WINDOW) + 5
+            print(
+                f"{qdels} qdel commands removed {DRONES} drones (at most {most} allowed),"
+                f" all gone {time.time() - zero:.0f} s after demand 0"
+            )
+            assert 1 <= qdels <= most
         finally:
             daemon.stop()
