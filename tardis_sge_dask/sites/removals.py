@@ -33,11 +33,12 @@ WINDOW = 0.5
 
 #: most ids in one command. Measured here (2 December 2026, 2 cores under load 5): one
 #: ``qdel`` of 1, 50, 300, 500 and 600 queued ids took 0.12, 0.11, 0.12, 0.13 and 0.13 s
-#: (SGE 8.1.9: the client's start-up dominates, not the ids); one ``scancel -v`` of 1, 50,
-#: 300, 500 and 600 ids 0.01, 0.07, 0.22, 0.43 and 0.49 s (SLURM 22.05: one RPC per job,
-#: about 0.8 ms each). 500 ids keep a bulk two orders of magnitude below the 60 s
-#: ``command_timeout`` even on a controller 100 times slower, and 10,000 drones need 20
-#: commands; larger bulks would save little and retry more drones when one fails
+#: (SGE 8.1.9: the client's start-up dominates, not the ids); one ``scancel`` of 50, 300
+#: and 600 ids 0.07, 0.22 and 0.49 s, ``scancel -v`` of 1 and 500 ids 0.01 and 0.43 s
+#: (SLURM 22.05: one RPC per job, about 0.8 ms each). 500 ids keep a bulk two orders of
+#: magnitude below the 60 s ``command_timeout``, so a controller 100 times slower still
+#: answers in time, and 10,000 drones need 20 commands; larger bulks would save little
+#: and retry more drones when one fails
 BULK_SIZE = 500
 
 
