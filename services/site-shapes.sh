@@ -15,11 +15,19 @@
 #   h_vmem   consumable per slot (YES), 48G on the host (oversubscribed, as slots are)
 # SLURM (one node, next to partition debug; slurmctld and slurmd are restarted for GresTypes):
 #   short       MaxTime=30 (minutes), MaxCPUsPerNode=4, MaxMemPerNode=4096
-#   gpu         MaxTime=04:00:00, MaxCPUsPerNode=4
+#   gpu         MaxTime=04:00:00
 #   restricted  AllowAccounts=tsd_physics (an account neither root nor tardis has)
 #   gres/gpu:4  on the node. SLURM 22.05 refuses a count-only gpu GRES, so gres.conf names
 #               four device files; they are empty regular files under /var/lib/slurm
-#               (without cgroup device constraints nothing opens them)
+#               (without cgroup device constraints nothing opens them; SLURM 24.11 logs
+#               "not a valid character or block device" for each and still counts them)
+#   CPUs=24     on the node instead of slurm-up.sh's 16, so that the test's drones of 8
+#               (debug), 8 (gpu) and 4 (short) cores fit at once
+# Only one partition has MaxCPUsPerNode. SLURM 24.11.5 (Debian 13) checks it against every
+# CPU allocated on the node, whichever partition's job holds it (measured: a 4-CPU job of
+# short stays PENDING (Resources) while a 1-CPU job of debug runs; 22.05 counts short's own
+# jobs only), so two such partitions could not each run a drone at once, and short's drone
+# has to start first (test_init.py asks for it first).
 # `down sge` deletes those objects and resets the complex and the host; `down slurm` removes
 # gres.conf and runs services/slurm-up.sh, which writes its own slurm.conf back and restarts.
 set -euo pipefail
@@ -96,6 +104,7 @@ sge_down() {
 CONF=/etc/slurm/slurm.conf
 GRES_CONF=/etc/slurm/gres.conf
 GPU_FILES=/var/lib/slurm/tsd-gpu
+SHAPE_CPUS=24
 CTLD_LOG=/var/log/slurm/slurmctld.log
 SLURMD_LOG=/var/log/slurm/slurmd.log
 
@@ -121,12 +130,15 @@ slurm_up() {
     # slurm-up.sh's file with the shape's lines: GresTypes, the node's Gres, three partitions
     # (an `up` on a shaped file rebuilds the same file: the shape's lines are dropped first)
     grep -v -e '^GresTypes=' -e '^PartitionName=\(short\|gpu\|restricted\) ' -e '^# site-shapes' "$CONF" |
-        sed -e "/^NodeName=/ s/ Gres=[^ ]*//" -e "/^NodeName=/ s/ State=/ Gres=gpu:4 State=/" > "$new"
+        sed -e "/^NodeName=/ s/ Gres=[^ ]*//" -e "/^NodeName=/ s/ State=/ Gres=gpu:4 State=/" \
+            -e "/^NodeName=/ s/ CPUs=[0-9]* Sockets=1 CoresPerSocket=[0-9]* / CPUs=$SHAPE_CPUS Sockets=1 CoresPerSocket=$SHAPE_CPUS /" \
+            > "$new"
+    grep -q "^NodeName=.* CPUs=$SHAPE_CPUS " "$new" || die "no NodeName line with CPUs and CoresPerSocket in $CONF"
     cat >> "$new" <<'EOF'
 # site-shapes.sh: a GRES and partitions of a real site (removed by site-shapes.sh down)
 GresTypes=gpu
 PartitionName=short Nodes=ALL MaxTime=30 MaxCPUsPerNode=4 MaxMemPerNode=4096 State=UP
-PartitionName=gpu Nodes=ALL MaxTime=04:00:00 MaxCPUsPerNode=4 State=UP
+PartitionName=gpu Nodes=ALL MaxTime=04:00:00 State=UP
 PartitionName=restricted Nodes=ALL AllowAccounts=tsd_physics State=UP
 EOF
     local i

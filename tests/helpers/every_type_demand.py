@@ -6,7 +6,7 @@ plan instead (``tardis_sge_dask.demand.plan``), as the Dask controller does for 
 
     pipeline:
       - __type__: tests.helpers.every_type_demand.EveryTypeDemand
-        file: /path/demand        # "1": one drone of each type; "0": none
+        file: /path/demand        # "1": one drone of each type; "0": none; "a,b": of those
         site: mysite
         machine_types: {a: 2, b: 8}   # name: cores
       - __type__: tardis_sge_dask.poolfactory.create_composite_pool
@@ -38,15 +38,19 @@ class EveryTypeDemand(Controller):
         super().__init__(target=target)
         self.file = Path(file)
         self.interval = interval
-        self.cores = float(sum(machine_types.values()))
-        self.plan = Plan({(site, name): 1 for name in machine_types})
+        self.site = site
+        self.machine_types = machine_types
 
     def wanted(self) -> float:
         try:
-            on = self.file.read_text().strip() not in ("", "0")
+            text = self.file.read_text().strip()
         except OSError:
-            on = False
-        return shaped_demand(self.cores, self.plan) if on else 0.0
+            text = ""
+        if text in ("", "0"):
+            return 0.0
+        names = list(self.machine_types) if text == "1" else text.split(",")
+        plan = Plan({(self.site, name): 1 for name in names})
+        return shaped_demand(float(sum(self.machine_types[name] for name in names)), plan)
 
     async def run(self) -> None:
         while True:
