@@ -147,7 +147,10 @@ OLD_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
 INNER=""
 net_down() {     # idempotent: no NAT, forwarding as it was, every packet out refused at once
     nft delete table ip "$NFT_TABLE" 2>/dev/null || true
-    echo "$OLD_FORWARD" > /proc/sys/net/ipv4/ip_forward
+    # forwarding is the host's, shared with a verification of the other release running at
+    # the same time (VERIFY_CACHE): turning it off under that one's install cut its downloads
+    nft list tables 2>/dev/null | grep -q ' tsd_verify_' ||
+        echo "$OLD_FORWARD" > /proc/sys/net/ipv4/ip_forward
     # The default route stays, as on any machine with a network: without one Dask cannot
     # find its own address (it asks the kernel for the route out) and falls back to the
     # host name's 127.0.1.1. Leaving eth0, a packet is refused inside the namespace, so a
