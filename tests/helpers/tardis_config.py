@@ -51,6 +51,21 @@ def make_adapter(
     return adapter_class(machine_type=MACHINE_TYPE, site_name=site)
 
 
+def two_machine_type_sge(pilot: str, executor: Any) -> tuple[Any, Any]:
+    """SGE adapters of one site for its ``small`` and ``large`` (8-core) machine types."""
+    from tardis_sge_dask.sites.sge import SGEAdapter
+
+    section = site_section(pilot, ParallelEnvironment="smp")
+    section["MachineTypes"].append("large")
+    section["MachineMetaData"]["large"] = {"Cores": 8, "Memory": 32, "Disk": 100}
+    section["MachineTypeConfiguration"]["large"] = dict(
+        section["MachineTypeConfiguration"]["small"]
+    )
+    section["executor"] = executor
+    small = make_adapter(SGEAdapter, "SGE", section)
+    return small, SGEAdapter(machine_type="large", site_name=SITE)
+
+
 def drone(uuid: str = "testsite-0123456789", job_id: str | None = None) -> AttributeDict:
     attributes = AttributeDict(
         drone_uuid=uuid,

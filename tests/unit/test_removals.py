@@ -22,7 +22,7 @@ from tardis_sge_dask.sites.removals import Removal, RemovalCoalescer
 from tardis_sge_dask.sites.sge import SGEAdapter
 from tardis_sge_dask.sites.slurm import SlurmBatchAdapter
 from tests.conftest import FIXTURES
-from tests.helpers.tardis_config import drone, make_adapter, site_section
+from tests.helpers.tardis_config import drone, make_adapter, site_section, two_machine_type_sge
 
 SGE = FIXTURES / "sge"
 SLURM = FIXTURES / "slurm"
@@ -150,15 +150,7 @@ async def test_a_full_bulk_goes_at_once_and_each_bulk_holds_one_slot(pilot):
 
 async def test_machine_types_of_a_site_share_the_bulk(pilot):
     executor = FakeQdel()
-    section = site_section(str(pilot), ParallelEnvironment="smp")
-    section["MachineTypes"].append("large")
-    section["MachineMetaData"]["large"] = {"Cores": 8, "Memory": 32, "Disk": 100}
-    section["MachineTypeConfiguration"]["large"] = dict(
-        section["MachineTypeConfiguration"]["small"]
-    )
-    section["executor"] = executor
-    small = make_adapter(SGEAdapter, "SGE", section)
-    large = SGEAdapter(machine_type="large", site_name="testsite")
+    small, large = two_machine_type_sge(str(pilot), executor)
     await asyncio.gather(
         small.terminate_resource(drone(job_id="11")),
         large.terminate_resource(drone("testsite-large", job_id="12")),

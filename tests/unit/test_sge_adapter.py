@@ -30,6 +30,7 @@ from tests.helpers.tardis_config import (
     drone,
     make_adapter,
     site_section,
+    two_machine_type_sge,
 )
 
 SGE = FIXTURES / "sge"
@@ -321,15 +322,7 @@ def test_accounting_of_a_killed_job_is_a_failure(pilot):
 
 async def test_one_listing_per_bulk_window_for_all_drones_and_machine_types(pilot):
     executor = RecordingExecutor({"qstat": (SGE / "qstat-states.xml").read_text()})
-    section = site_section(str(pilot), ParallelEnvironment="smp")
-    section["MachineTypes"].append("large")
-    section["MachineMetaData"]["large"] = {"Cores": 8, "Memory": 32, "Disk": 100}
-    section["MachineTypeConfiguration"]["large"] = dict(
-        section["MachineTypeConfiguration"]["small"]
-    )
-    section["executor"] = executor
-    small = make_adapter(SGEAdapter, "SGE", section)
-    large = SGEAdapter(machine_type="large", site_name="testsite")
+    small, large = two_machine_type_sge(str(pilot), executor)
     await asyncio.gather(
         *(small.resource_status(drone("fx-run", job_id="2")) for _ in range(40)),
         *(large.resource_status(drone("fx-pe", job_id="7")) for _ in range(40)),
